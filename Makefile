@@ -1,0 +1,24 @@
+# The README's commands. `make demo` runs the whole pipeline on the bundled data; `make test` runs the tests.
+VENV ?= .venv
+PYTHON ?=
+PY := $(if $(PYTHON),$(PYTHON),$(VENV)/bin/python)
+DEMO_DIR ?= demo_output
+PYTEST_ARGS ?=
+
+.PHONY: install demo test test-gpu clean
+
+install:
+	@VENV=$(VENV) PYTHON=$(PYTHON) bash scripts/install.sh
+
+demo: install
+	$(PY) -m colossal_llama2.demo --output_dir $(DEMO_DIR)
+
+test: install
+	HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
+
+# On a machine with CUDA GPUs (see README: Development).
+test-gpu: install
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -m gpu $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(DEMO_DIR) .pytest_cache

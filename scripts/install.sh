@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Create (or reuse) the project's Python environment. Called by `make install`; safe to re-run:
+# when nothing it depends on changed since the last success it returns in about a second.
+#
+#   VENV=.venv               where the virtualenv lives (created if missing)
+#   PYTHON=/path/to/python   use this interpreter's environment instead of a virtualenv
+#                            (GPU clusters: the python that already has your CUDA torch)
+#   TORCH_SPEC=torch==2.13.0 what to install when no torch is importable (the CPU wheel on these machines)
+#
+# torch is installed only when none is importable, and then pinned for every later pip call, so no
+# dependency can replace it. colossalai 0.5.0 pins torch<=2.5.1, which would pull GBs of CUDA wheels,
+# so it is installed with --no-deps next to the packages it really imports (setup.py's
+# `colossalai-runtime` extra).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=${VENV:-.venv}
+TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
+COLOSSALAI_SPEC=${COLOSSALAI_SPEC:-colossalai==0.5.0}
+
+if [ -n "${PYTHON:-}" ]; then
+  py=$PYTHON
+else
+  if [ ! -x "$VENV/bin/python" ]; then
+    echo "[install] creating virtualenv $VENV"
+    python3 -m venv "$VENV"
+  fi
+  py=$VENV/bin/python
+fi
+
+stamp_dir=$("$py" -c 'import sys; print(sys.prefix)')
+stamp=$stamp_dir/.colossal_llama2-install-stamp
+want=$(cat setup.py scripts/install.sh | sha256sum | cut -d' ' -f1)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] \
+   && "$py" -c 'import torch, colossalai, transformers, datasets, colossal_llama2' >/dev/null 2>&1; then
+  echo "[install] environment up to date ($("$py" -c 'import sys; print(sys.prefix)'))"
+  exit 0
+fi
+
+pip_install() { "$py" -m pip install --disable-pip-version-check -q "$@" 2>&1 | grep -v "is ignored" || true; }
+
+if ! "$py" -c 'import torch' >/dev/null 2>&1; then
+  echo "[install] no torch importable: installing $TORCH_SPEC"
+  pip_install "$TORCH_SPEC"
+fi
+torch_version=$("$py" -c 'import torch; print(torch.__version__)')
+echo "[install] using torch $torch_version"
+constraints=$(mktemp)
+trap 'rm -f "$constraints"' EXIT
+echo "torch==$torch_version" > "$constraints"
+
+echo "[install] project, its dependencies and colossalai's runtime imports"
+pip_install -c "$constraints" -e ".[colossalai-runtime,dev]"
+echo "[install] $COLOSSALAI_SPEC and galore-torch without their pins"
+pip_install -c "$constraints" --no-deps "$COLOSSALAI_SPEC" galore-torch
+
+"$py" - <<'PY'
+import torch, colossalai, transformers, datasets, colossal_llama2
+print(f"[install] ok: torch {torch.__version__}, colossalai {colossalai.__version__}, "
+      f"transformers {transformers.__version__}, datasets {datasets.__version__}, "
+      f"cuda available: {torch.cuda.is_available()}")
+PY
+echo "$want" > "$stamp"

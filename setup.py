@@ -1,0 +1,59 @@
+"""Colossal-LLaMA-2: continual pre-training of LLaMA-family models on Colossal-AI.
+
+Dependencies, and why colossalai is an extra rather than a hard requirement:
+colossalai 0.5.0 pins ``torch<=2.5.1``. If it sat in ``install_requires``, pip would resolve that pin
+even when colossalai is already installed and replace the user's torch (and pull GBs of CUDA wheels).
+``make install`` therefore installs colossalai with ``--no-deps`` plus the packages it imports
+(see ``scripts/install.sh``); ``pip install -e .[colossalai]`` is there for users who want pip to
+resolve colossalai's own pins. ``torch`` itself is never pinned here: bring your own build.
+"""
+from setuptools import find_packages, setup
+
+install_requires = [
+    "torch>=2.2",
+    "transformers==4.51.3",
+    "tokenizers>=0.21,<0.22",
+    "datasets>=2.19",
+    "pyarrow>=14",
+    "sentencepiece>=0.1.99",
+    "protobuf>=3.20",
+    "safetensors>=0.4",
+    "tensorboard>=2.14",
+    "tqdm",
+    "numpy",
+    "psutil",
+]
+
+# What colossalai 0.5.0 imports at `import colossalai.booster` time, installed by make install next to
+# `colossalai --no-deps`. Kept here so there is one list (scripts/install.sh reads it).
+colossalai_runtime = [
+    "packaging",
+    "rich",
+    "click",
+    "fabric",
+    "contexttimer",
+    "ninja",
+    "einops",
+    "pydantic",
+    "peft>=0.7.1,<=0.13.2",
+    "bitsandbytes>=0.39.0",
+]
+
+setup(
+    name="colossal_llama2",
+    version="0.1.0",
+    description="Continual pre-training of LLaMA-family models on Colossal-AI: vocabulary extension, "
+    "data preparation, Booster training, inference.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["colossal_llama2", "colossal_llama2.*"]),
+    install_requires=install_requires,
+    extras_require={
+        "colossalai": ["colossalai==0.5.0"] + colossalai_runtime,
+        "colossalai-runtime": colossalai_runtime,
+        "flash-attn": ["flash-attn>=2.5"],
+        "dev": ["pytest>=7", "matplotlib"],
+    },
+    license="Apache-2.0",
+)

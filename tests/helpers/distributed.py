@@ -1,0 +1,70 @@
+"""Run a real entry point on several CPU ranks (gloo) and hand back its output.
+
+Used by every multi-process test: it launches ``torchrun`` or ``colossalai run`` with a free port and a
+timeout, with the repository on PYTHONPATH and the hub switched off, and fails the test with the tail of
+the output when the run fails or hangs.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1",
+               TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    if extra:
+        env.update(extra)
+    return env
+
+
+def run_distributed(script: str | os.PathLike, args: list[str] | tuple[str, ...] = (), *, nproc: int = 2,
+                    launcher: str = "torchrun", timeout: float = 600, env: dict[str, str] | None = None,
+                    check: bool = True, cwd: str | os.PathLike | None = None) -> subprocess.CompletedProcess:
+    """Run ``script args`` on ``nproc`` local ranks; return the CompletedProcess (stdout+stderr merged).
+
+    ``launcher``: "torchrun" or "colossalai" (``colossalai run``, as users launch train.py).
+    With ``check`` a non-zero exit fails with the last 4,000 characters of output.
+    """
+    port = str(free_port())
+    bindir = Path(sys.executable).parent
+    if launcher == "torchrun":
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
+               "--master_addr", "127.0.0.1", "--master_port", port]
+    elif launcher == "colossalai":
+        cmd = [str(bindir / "colossalai"), "run", "--nproc_per_node", str(nproc), "--master_port", port]
+    else:
+        raise ValueError(f"unknown launcher {launcher!r}")
+    cmd += [str(script), *map(str, args)]
+    run_env = test_env(env)
+    # `colossalai run` calls `torchrun` by name: make the venv's copy the one found.
+    run_env["PATH"] = os.pathsep.join([str(bindir), run_env.get("PATH", "")])
+    try:
+        proc = subprocess.run(cmd, env=run_env, cwd=cwd or REPO_ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as err:
+        out = err.stdout.decode() if isinstance(err.stdout, bytes) else (err.stdout or "")
+        raise AssertionError(f"{' '.join(cmd)} timed out after {timeout}s; output tail:\n{out[-4000:]}") from None
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}; output tail:\n{proc.stdout[-4000:]}")
+    return proc
+
+
+def run_script(args: list[str], *, timeout: float = 600, env: dict[str, str] | None = None,
+               cwd: str | os.PathLike | None = None) -> subprocess.CompletedProcess:
+    """Run ``python args...`` in a subprocess (single process) with the test environment; never raises on exit code."""
+    return subprocess.run([sys.executable, *map(str, args)], env=test_env(env), cwd=cwd or REPO_ROOT,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout)
