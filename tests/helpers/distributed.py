@@ -64,7 +64,11 @@ def run_distributed(script: str | os.PathLike, args: list[str] | tuple[str, ...]
 
 
 def run_script(args: list[str], *, timeout: float = 600, env: dict[str, str] | None = None,
-               cwd: str | os.PathLike | None = None) -> subprocess.CompletedProcess:
-    """Run ``python args...`` in a subprocess (single process) with the test environment; never raises on exit code."""
+               cwd: str | os.PathLike | None = None, input_text: str | None = None) -> subprocess.CompletedProcess:
+    """Run ``python args...`` in a subprocess (single process) with the test environment; never raises on exit code.
+
+    ``input_text`` is fed to its standard input (otherwise stdin is empty).
+    """
     return subprocess.run([sys.executable, *map(str, args)], env=test_env(env), cwd=cwd or REPO_ROOT,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout)
+                          input=input_text or "", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          timeout=timeout)

@@ -1,0 +1,80 @@
+"""inference_example.py and stream_chat_example.py against the tiny fixture model."""
+import json
+import shutil
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from tests.helpers.distributed import run_script
+
+PROMPT = "The river runs past"
+# A minimal template for the test only; the real one is written by prepare_sft_dataset.py.
+TEST_TEMPLATE = ("{% for m in messages %}{% if m['role'] == 'user' %}Human: {{ m['content'] }}\n"
+                 "{% elif m['role'] == 'assistant' %}Assistant: {{ m['content'] }}{{ eos_token }}\n"
+                 "{% endif %}{% endfor %}{% if add_generation_prompt %}Assistant:{% endif %}")
+
+
+def greedy(model_dir, prompt_ids, n):
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    with torch.no_grad():
+        out = model.generate(input_ids=prompt_ids, attention_mask=torch.ones_like(prompt_ids), max_new_tokens=n,
+                             do_sample=False, pad_token_id=2)
+    return out[0, prompt_ids.shape[1]:]
+
+
+def test_inference_prints_exactly_the_greedy_continuation(tiny_model_dir):
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    expected_ids = greedy(tiny_model_dir, tok(PROMPT, return_tensors="pt")["input_ids"], 12)
+    expected = tok.decode(expected_ids, skip_special_tokens=True)
+    assert expected.strip(), "the fixture model should produce some text"
+    proc = run_script(["inference_example.py", "--model_path", tiny_model_dir, "--device", "cpu",
+                       "--max_new_tokens", "12", "--do_sample", "False", "--input_txt", PROMPT])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout == expected + "\n"
+    assert PROMPT not in proc.stdout
+
+
+def test_inference_sampling_is_reproducible_with_seed(tiny_model_dir):
+    args = ["inference_example.py", "--model_path", tiny_model_dir, "--device", "cpu", "--max_new_tokens", "10",
+            "--do_sample", "True", "--temperature", "1.0", "--seed", "7", "--input_txt", PROMPT]
+    a, b = run_script(args), run_script(args)
+    assert a.returncode == 0 and a.stdout == b.stdout
+
+
+def test_inference_errors_are_clear(tiny_model_dir, tmp_path):
+    missing = run_script(["inference_example.py", "--model_path", tmp_path / "nope", "--device", "cpu",
+                          "--input_txt", "x"])
+    assert missing.returncode == 2 and "--model_path" in missing.stderr and "does not exist" in missing.stderr
+    no_weights = tmp_path / "no_weights"
+    no_weights.mkdir()
+    shutil.copy(tiny_model_dir / "config.json", no_weights)
+    proc = run_script(["inference_example.py", "--model_path", no_weights, "--device", "cpu", "--input_txt", "x"])
+    assert proc.returncode == 2 and "safetensors" in proc.stderr
+    if not torch.cuda.is_available():
+        proc = run_script(["inference_example.py", "--model_path", tiny_model_dir, "--device", "cuda:0",
+                           "--input_txt", "x"])
+        assert proc.returncode == 2 and "--device" in proc.stderr
+
+
+def test_stream_chat_uses_the_chat_template_and_keeps_history(tiny_model_dir, tmp_path):
+    model_dir = tmp_path / "chat_model"
+    shutil.copytree(tiny_model_dir, model_dir)
+    config_path = model_dir / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    config["chat_template"] = TEST_TEMPLATE
+    config_path.write_text(json.dumps(config))
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    first = [{"role": "user", "content": "hello there"}]
+    ids1 = tok.apply_chat_template(first, add_generation_prompt=True, return_tensors="pt")
+    reply1 = tok.decode(greedy(model_dir, ids1, 6), skip_special_tokens=True)
+    second = first + [{"role": "assistant", "content": reply1}, {"role": "user", "content": "and again"}]
+    ids2 = tok.apply_chat_template(second, add_generation_prompt=True, return_tensors="pt")
+    reply2 = tok.decode(greedy(model_dir, ids2, 6), skip_special_tokens=True)
+
+    proc = run_script(["stream_chat_example.py", "--model_path", model_dir, "--device", "cpu", "--max_new_tokens", "6",
+                       "--do_sample", "False"], input_text="hello there\nand again\n")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout == f">>> {reply1}\n>>> {reply2}\n>>> \n"
+
+    plain = run_script(["stream_chat_example.py", "--model_path", tiny_model_dir, "--device", "cpu"], input_text="hi\n")
+    assert plain.returncode == 2 and "chat_template" in plain.stderr
