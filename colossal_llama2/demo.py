@@ -1,16 +1,186 @@
-"""`make demo`: the whole pipeline on the bundled data. Completed by the inference/demo issue."""
+"""`make demo`: the whole pipeline on the bundled demo data, each stage through its real command.
+
+1. build a tiny LLaMA-2-like base (English sentencepiece BPE with byte fallback + a small random LLaMA),
+   standing in for a downloaded model;
+2. extend its vocabulary with Chinese pieces learned from the demo corpus; compression table before/after;
+3. grow the model (mean init);
+4. prepare the pretraining and SFT datasets;
+5. continual pre-training (embeddings only, then everything), then SFT with NEFTune, via `colossalai run`
+   (ddp on 2 CPU ranks here; a GPU plugin where CUDA is available);
+6. generate with inference_example.py from the final model;
+7. plot the loss curves from metrics.jsonl.
+
+The output directory is wiped and rebuilt on every run (only if it is one the demo made: it carries a
+marker file), so each run starts from the same state.
+"""
+from __future__ import annotations
+
 import argparse
+import json
+import os
+import shutil
+import subprocess
 import sys
+import time
+from pathlib import Path
+
+from .utils.errors import UserInputError, run_cli
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEMO_DATA = REPO_ROOT / "examples" / "demo_data"
+MARKER = ".colossal_llama2_demo"
+
+
+def banner(text: str) -> None:
+    print(f"\n=== {text}", flush=True)
+
+
+class Runner:
+    """Runs each stage as its own process, echoing the command, and stops the demo on the first failure."""
+
+    def __init__(self, env: dict[str, str]):
+        self.env = env
+
+    def __call__(self, cmd: list[str], capture: bool = False) -> str:
+        printable = " ".join(str(c) for c in cmd).replace(str(REPO_ROOT) + "/", "")
+        print(f"$ {printable}", flush=True)
+        proc = subprocess.run([str(c) for c in cmd], cwd=REPO_ROOT, env=self.env, text=True,
+                              stdout=subprocess.PIPE if capture else None)
+        if proc.returncode != 0:
+            raise SystemExit(f"demo: stage failed (exit {proc.returncode}): {printable}")
+        return proc.stdout or ""
+
+
+def prepare_output_dir(out: Path) -> None:
+    if out.exists() and any(out.iterdir()):
+        if not (out / MARKER).exists():
+            raise UserInputError(f"{out} exists and was not made by the demo; choose another --output_dir",
+                                 "--output_dir")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("made by `python -m colossal_llama2.demo`; wiped on the next run\n")
+
+
+def read_metrics(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def plot_losses(stages: dict[str, Path], png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    offset = 0
+    for name, metrics_file in stages.items():
+        rows = read_metrics(metrics_file)
+        steps = [offset + r["step"] for r in rows]
+        ax.plot(steps, [r["loss"] for r in rows], label=name)
+        offset = steps[-1] if steps else offset
+    ax.set_xlabel("optimizer step (stages in sequence)")
+    ax.set_ylabel("training loss")
+    ax.set_title("make demo: continual pre-training and SFT of a tiny LLaMA")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--output_dir", default="demo_output", help="Where every stage writes its outputs.")
-    parser.parse_args(argv)
-    print("make demo: the end-to-end pipeline is not wired yet; the stages land with their issues "
-          "(tokenizer, data preparation, trainer, inference). Nothing was run.", file=sys.stderr)
-    return 1
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--output_dir", default="demo_output", help="Where every stage writes (wiped and rebuilt).")
+    p.add_argument("--nproc", type=int, default=2, help="Ranks for training (CPU: gloo processes; GPU: GPUs).")
+    p.add_argument("--plugin", default=None, help="Booster plugin (default: ddp on CPU, zero2 with CUDA).")
+    p.add_argument("--num_new_pieces", type=int, default=700, help="Chinese pieces learned from the corpus.")
+    p.add_argument("--max_length", type=int, default=256, help="Training sequence length.")
+    args = p.parse_args(argv)
+
+    import torch
+
+    cuda = torch.cuda.is_available()
+    plugin = args.plugin or ("zero2" if cuda else "ddp")
+    nproc = min(args.nproc, torch.cuda.device_count()) if cuda else args.nproc
+    out = Path(args.output_dir).resolve()
+    prepare_output_dir(out)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    run = Runner(env)
+    py = sys.executable
+    started = time.time()
+
+    banner("1/7 tiny LLaMA-2-like base model (stand-in for a downloaded one)")
+    base = out / "base_model"
+    run([py, "-c", "import sys; from colossal_llama2.tiny_base import build_tiny_tokenizer, build_tiny_llama; "
+         "t = build_tiny_tokenizer([sys.argv[1]], sys.argv[2], vocab_size=2000); "
+         "build_tiny_llama(t, sys.argv[3], hidden_size=128, intermediate_size=352, num_hidden_layers=4, "
+         "num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=1024)",
+         DEMO_DATA / "base_english.txt", out / "base_tokenizer", base])
+
+    banner("2/7 extend the vocabulary with Chinese pieces learned from the corpus")
+    tokenizer_dir = out / "extended_tokenizer"
+    run([py, "colossal_llama2/tokenizer/init_tokenizer.py", "--source_tokenizer_dir", base,
+         "--target_tokenizer_dir", tokenizer_dir, "--train_corpus", DEMO_DATA / "pretrain",
+         "--num_new_pieces", args.num_new_pieces])
+    run([py, "-m", "colossal_llama2.tokenizer.stats", "--tokenizer_dirs", f"{base},{tokenizer_dir}",
+         "--data_input_dirs", DEMO_DATA / "pretrain"])
+
+    banner("3/7 grow embedding and lm_head (new rows: mean of the old ones)")
+    model_dir = out / "extended_model"
+    run([py, "colossal_llama2/model/init_model.py", "--source_model_and_tokenizer_path", base,
+         "--target_tokenizer_path", tokenizer_dir, "--target_model_path", model_dir])
+
+    banner("4/7 prepare pretraining and SFT datasets")
+    data = out / "data"
+    for script, kind in (("prepare_pretrain_dataset.py", "pretrain"), ("prepare_sft_dataset.py", "sft")):
+        run([py, script, "--data_input_dirs", DEMO_DATA / kind, "--tokenizer_dir", model_dir,
+             "--data_cache_dir", data / f"{kind}_cache", "--data_jsonl_output_dir", data / f"{kind}_jsonl",
+             "--data_arrow_output_dir", data / f"{kind}_arrow", "--max_length", args.max_length,
+             "--num_spliced_dataset_bins", "2", "--num_proc", "2"])
+
+    banner(f"5/7 training with colossalai run ({plugin}, {nproc} ranks)")
+    stages = [
+        ("pretrain-embeddings", model_dir, "pretrain", ["--freeze_non_embeds_params", "--lr", "3e-3", "--num_epochs", "1"]),
+        ("pretrain-full", None, "pretrain", ["--lr", "2e-3", "--num_epochs", "2"]),
+        ("sft-neftune", None, "sft", ["--lr", "1e-3", "--num_epochs", "3", "--use_neft"]),
+    ]
+    metrics = {}
+    previous = None
+    for name, pretrained, kind, extra in stages:
+        pretrained = pretrained or previous
+        save_dir, tb_dir = out / "checkpoints" / name, out / "tensorboard" / name
+        parts = sorted(str(p) for p in (data / f"{kind}_arrow").glob("part-*"))
+        run([Path(py).parent / "colossalai", "run", "--nproc_per_node", nproc, "--master_port", "29533",
+             "train.py", "--pretrained", pretrained, "--dataset", *parts, "--plugin", plugin,
+             "--save_dir", save_dir, "--tensorboard_dir", tb_dir, "--config_file", out / "configs" / f"{name}.json",
+             "--max_length", args.max_length, "--micro_batch_size", "4", "--accumulation_steps", "1",
+             "--warmup_steps", "5", "--save_interval", "100000", "--mixed_precision", "bf16", *extra])
+        final = sorted(save_dir.glob("epoch-*_step-*"), key=lambda d: int(d.name.rsplit("-", 1)[1]))[-1]
+        previous = final / "modeling"
+        metrics[name] = tb_dir / "metrics.jsonl"
+        rows = read_metrics(metrics[name])
+        if rows:
+            print(f"{name}: {len(rows)} steps, loss {rows[0]['loss']:.3f} -> {rows[-1]['loss']:.3f}")
+
+    banner("6/7 generate from the final model (plain transformers)")
+    for prompt in ("Translate into Chinese: The teacher likes green tea very much.", "冬天，老师"):
+        print(f"prompt: {prompt!r}")
+        text = run([py, "inference_example.py", "--model_path", previous, "--device", "cuda:0" if cuda else "cpu",
+                    "--max_new_tokens", "32", "--do_sample", "False", "--input_txt", prompt], capture=True)
+        print(f"continuation: {text.strip()!r}")
+
+    banner("7/7 loss curves")
+    png = out / "loss_curves.png"
+    plot_losses(metrics, png)
+    print(f"\nDone in {time.time() - started:.0f} s. Outputs in {out}:")
+    for path, what in ((base, "stand-in base model"), (tokenizer_dir, "extended tokenizer"),
+                       (model_dir, "grown model"), (data, "prepared datasets"), (out / "checkpoints", "checkpoints"),
+                       (previous, "final model (load with from_pretrained)"), (out / "tensorboard", "metrics"),
+                       (png, "loss curves")):
+        print(f"  {what:42s} {path}")
+    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main)
