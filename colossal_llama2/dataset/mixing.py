@@ -1,7 +1,7 @@
 """Category weights (data mixing): repeat or subsample the documents of a category.
 
 ``--category_weights '{"web": 0.5, "code": 2.0}'`` (or a path to such a JSON file). A weight w gives
-each document of the category floor(w) copies, plus one more copy to a seeded random round(frac(w)*n)
+each document of the category floor(w) copies, plus one more copy to a seeded random round-half-up(frac(w)*n)
 of its n documents: 2.0 repeats every document twice, 0.5 keeps a deterministic half, 1.5 keeps all
 plus half again, 0 removes the category. Categories not named keep weight 1. Copies are made after
 tokenization (a repeated document is tokenized once) and the summary counts them per category.
@@ -50,7 +50,7 @@ def copies_for(n: int, weight: float, rng: np.random.Generator) -> np.ndarray:
     """Number of copies of each of ``n`` documents under ``weight`` (see module docstring)."""
     whole = math.floor(weight)
     copies = np.full(n, whole, dtype=np.int64)
-    extra = int(round((weight - whole) * n))
+    extra = math.floor((weight - whole) * n + 0.5)  # round half up: 0.5 of 9 documents keeps 5
     if extra:
         copies[rng.choice(n, size=extra, replace=False)] += 1
     return copies
