@@ -32,7 +32,7 @@ from .jsonl_reader import list_input_files, read_records
 from .mixing import FLAG as WEIGHTS_FLAG, category_rng, copies_for, parse_category_weights
 from .schema import FORMAT, SUMMARY_FILE, part_name
 from .splice import fill_rate, pack_best_fit_decreasing
-from .tokenize import encode_all
+from .tokenization import encode_all
 from .writer import gather_part, save_arrow_part, write_jsonl_part
 
 logger = get_logger(__name__)
@@ -123,7 +123,7 @@ def load_tokenizer(tokenizer_dir: str):
 
 def check_template_is_token_exact(tokenizer) -> None:
     """Refuse a tokenizer for which preparation's ids would differ from ``apply_chat_template``'s."""
-    from .tokenize import encode_documents
+    from .tokenization import encode_documents
 
     system, pairs = "Be brief.", [("Name a river.", "The Nile, 清晨."), ("And one more?", " The Rhine\n")]
     for sys_ in (None, system):
