@@ -1,5 +1,14 @@
 #!/usr/bin/env python
-"""Stage 3 (SFT): jsonl conversations -> tokenized Arrow dataset with labels on assistant turns."""
-import sys
+"""Stage 3 (SFT): jsonl conversations -> tokenized Arrow dataset with labels on assistant turns.
 
-sys.exit("error: prepare_sft_dataset.py is not implemented yet (issue: data preparation)")
+See docs/data_preparation.md. Example:
+    python prepare_sft_dataset.py --data_input_dirs data/sft --tokenizer_dir tok \
+        --data_jsonl_output_dir out_jsonl --data_arrow_output_dir out_arrow --max_length 4096
+"""
+from functools import partial
+
+from colossal_llama2.dataset.prepare import main
+from colossal_llama2.utils.errors import run_cli
+
+if __name__ == "__main__":
+    run_cli(partial(main, "sft"))

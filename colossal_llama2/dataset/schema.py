@@ -14,6 +14,8 @@ Every sample (row) has:
 
 META_FILE (JSON) in each part: {"format": FORMAT, "kind": "pretrain"|"sft", "max_length": int,
     "vocab_size": int (len(tokenizer)), "tokenizer_dir": str, "bos_token_id": int, "eos_token_id": int}
+    Data preparation also writes "num_parts": int, "part": int and, for SFT, "chat_template": str (the Jinja
+    template the samples were rendered with, to install into the trained model's tokenizer).
 train.py refuses a directory without it, with another format, or whose vocab does not fit the model.
 """
 from __future__ import annotations

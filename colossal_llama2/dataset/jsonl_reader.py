@@ -1,0 +1,97 @@
+"""Find the input ``.jsonl`` files and read them once, validating every line before any tokenization.
+
+Each line is decoded as strict UTF-8 and parsed as JSON, then handed to a record parser (pretraining or
+SFT) that raises ``BadRecord`` for content it cannot accept. A bad line either stops the run with
+``file:line: what is wrong`` (the default) or, with ``skip_bad_lines``, is skipped, counted and listed.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Generic, Iterable, TypeVar
+
+from ..utils.errors import UserInputError, input_error_at
+
+T = TypeVar("T")
+
+# The summary lists at most this many bad lines (all of them are counted).
+MAX_LISTED_BAD_LINES = 1000
+
+
+class BadRecord(ValueError):
+    """A parsed JSON value that is not a valid record; the message says what is wrong."""
+
+
+def list_input_files(data_input_dirs: str, flag: str = "--data_input_dirs") -> list[Path]:
+    """Every ``*.jsonl`` file (sorted by name) in each comma-separated directory, in the order given."""
+    dirs = [d.strip() for d in data_input_dirs.split(",") if d.strip()]
+    if not dirs:
+        raise UserInputError("no input directory given", where=flag)
+    files: list[Path] = []
+    for d in dirs:
+        path = Path(d)
+        if not path.is_dir():
+            raise UserInputError(f"{d} is not a directory", where=flag)
+        found = sorted(p for p in path.iterdir() if p.suffix == ".jsonl" and p.is_file())
+        if not found:
+            raise UserInputError(f"no .jsonl file in {d}", where=flag)
+        files.extend(found)
+    return files
+
+
+@dataclass
+class ReadResult(Generic[T]):
+    records: list[T] = field(default_factory=list)
+    lines_read: int = 0
+    blank_lines: int = 0
+    bad_lines: int = 0
+    bad_line_list: list[dict[str, str]] = field(default_factory=list)
+    bad_reasons: dict[str, int] = field(default_factory=dict)
+
+
+def _short(reason: str) -> str:
+    """A reason without its variable details, for counting by kind."""
+    return reason.split(":")[0].split(" (")[0]
+
+
+def read_records(files: Iterable[os.PathLike], parse: Callable[[Any], T], skip_bad_lines: bool,
+                 progress: Callable[[int], None] | None = None) -> ReadResult[T]:
+    """Parse every non-blank line of ``files`` with ``parse``; see the module docstring for bad lines."""
+    result: ReadResult[T] = ReadResult()
+    for path in files:
+        with open(path, "rb") as fh:  # bytes: a non-UTF-8 line must be reported, not replaced
+            for line_no, raw in enumerate(fh, start=1):
+                result.lines_read += 1
+                if progress is not None:
+                    progress(len(raw))
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    reason = f"not valid UTF-8 (byte {err.start}: {raw[err.start:err.start + 1]!r})"
+                    _bad(result, path, line_no, reason, skip_bad_lines)
+                    continue
+                if not text.strip():
+                    result.blank_lines += 1
+                    continue
+                try:
+                    value = json.loads(text)
+                except json.JSONDecodeError as err:
+                    _bad(result, path, line_no, f"invalid JSON ({err.msg} at column {err.colno})", skip_bad_lines)
+                    continue
+                try:
+                    result.records.append(parse(value))
+                except BadRecord as err:
+                    _bad(result, path, line_no, str(err), skip_bad_lines)
+    return result
+
+
+def _bad(result: ReadResult, path: os.PathLike, line_no: int, reason: str, skip: bool) -> None:
+    if not skip:
+        raise input_error_at(str(path), line_no, reason + " (pass --skip_bad_lines to skip such lines)")
+    result.bad_lines += 1
+    key = _short(reason)
+    result.bad_reasons[key] = result.bad_reasons.get(key, 0) + 1
+    if len(result.bad_line_list) < MAX_LISTED_BAD_LINES:
+        result.bad_line_list.append({"where": f"{path}:{line_no}", "reason": reason})
