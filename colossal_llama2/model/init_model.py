@@ -20,7 +20,6 @@ from typing import Sequence
 if not __package__:  # run as a file: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from colossal_llama2.model.embedding_init import fill_new_rows, mean_row, subword_mean_rows
 from colossal_llama2.tokenizer import hf_files, sp_surgery
 from colossal_llama2.utils.errors import UserInputError, run_cli
 from colossal_llama2.utils.fs import atomic_directory, check_output_dir
@@ -121,6 +120,8 @@ def init_model(source_path: str | Path, target_tokenizer_path: str | Path, targe
     tokenizer_files = hf_files.read_tokenizer_files(target_tok)  # in memory: the target may replace that dir
     n_src, n_tgt = len(source_sp.pieces), len(target_sp.pieces)
     new_pieces = [p.piece for p in target_sp.pieces[n_src:]]
+
+    from colossal_llama2.model.embedding_init import fill_new_rows, mean_row, subword_mean_rows  # torch: only now
 
     model = _load_model(source_path)
     config_vocab = model.get_input_embeddings().weight.shape[0]
