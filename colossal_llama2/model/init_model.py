@@ -79,7 +79,6 @@ def piece_tokenizations(source: sp_surgery.sp_pb2.ModelProto, new_pieces: list[s
 
 
 def _load_model(path: Path):
-    import torch
     from transformers import AutoModelForCausalLM
 
     try:
