@@ -352,3 +352,17 @@ def test_added_tokens_beyond_sp_vocab_are_refused(tmp_path, tiny_tokenizer_dir):
     (src / "tokenizer_config.json").write_text(json.dumps(config))
     with pytest.raises(UserInputError, match="'<pad>'=600"):
         extend_tokenizer(src, tmp_path / "out", expand_tokens_file=str(write_pieces(tmp_path / "p.jsonl", ["你"])))
+
+
+def test_cli_train_corpus(tmp_path, tiny_tokenizer_dir, data_dir):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "zh.txt").write_text((data_dir / "chinese.txt").read_text(encoding="utf-8"), encoding="utf-8")
+    proc = run_script(["-m", MODULE, "--source_tokenizer_dir", tiny_tokenizer_dir, "--target_tokenizer_dir",
+                       tmp_path / "out", "--train_corpus", corpus, "--num_new_pieces", "30"], timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "final vocabulary:           630" in proc.stdout and len(load_proto(tmp_path / "out").pieces) == 630
+    (corpus / "bad.jsonl").write_text('{"text": "好"}\n{"text": 3}\n', encoding="utf-8")
+    proc = run_script(["-m", MODULE, "--source_tokenizer_dir", tiny_tokenizer_dir, "--target_tokenizer_dir",
+                       tmp_path / "out2", "--train_corpus", corpus, "--num_new_pieces", "30"], timeout=120)
+    assert proc.returncode == 2 and "bad.jsonl:2:" in proc.stderr and "'text' must be a string" in proc.stderr
