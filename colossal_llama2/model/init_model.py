@@ -1,0 +1,185 @@
+"""Stage 2: grow a model's embedding and lm_head to an extended tokenizer and initialise the new rows.
+
+    python colossal_llama2/model/init_model.py --source_model_and_tokenizer_path llama2 \
+        --target_tokenizer_path llama2-zh --target_model_path llama2-zh-init
+
+Old rows stay bit-identical; new rows are the mean of the old rows (``--init_method mean``, the seed's)
+or the mean of the rows of the piece's tokenization under the source tokenizer (``subword_mean``).
+Writes a complete Hugging Face checkpoint (safetensors, source dtype, tokenizer files included).
+See docs/tokenizer_and_model.md.
+"""
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+if not __package__:  # run as a file: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from colossal_llama2.tokenizer import hf_files, sp_surgery
+from colossal_llama2.utils.errors import UserInputError, run_cli
+from colossal_llama2.utils.fs import atomic_directory, check_output_dir
+from colossal_llama2.utils.logging import get_logger
+
+logger = get_logger(__name__)
+
+INIT_METHODS = ("mean", "subword_mean")
+
+
+@dataclass
+class GrowthReport:
+    source_tokenizer_size: int
+    source_config_vocab: int
+    target_tokenizer_size: int
+    new_vocab_size: int  # config.vocab_size written (>= target tokenizer size when padded)
+    tied: bool
+    init_method: str
+    peak_rss_gib: float
+
+    def lines(self) -> list[str]:
+        pad = self.new_vocab_size - self.target_tokenizer_size
+        return [f"source: tokenizer {self.source_tokenizer_size} pieces, config.vocab_size {self.source_config_vocab}",
+                f"target: tokenizer {self.target_tokenizer_size} pieces, config.vocab_size {self.new_vocab_size} "
+                f"({self.target_tokenizer_size - self.source_tokenizer_size} new rows by {self.init_method}, "
+                f"{pad} padding rows)",
+                f"embeddings {'tied' if self.tied else 'untied'}; peak memory (RSS) {self.peak_rss_gib:.2f} GiB"]
+
+
+def peak_rss_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 ** 2)  # Linux: KiB
+
+
+def check_extends(source: sp_surgery.sp_pb2.ModelProto, target: sp_surgery.sp_pb2.ModelProto) -> None:
+    """The target tokenizer must hold the source's pieces first, same ids and types."""
+    if len(target.pieces) < len(source.pieces):
+        raise UserInputError(f"has {len(target.pieces)} pieces, fewer than the source's {len(source.pieces)}: it "
+                             f"does not extend the source tokenizer", where="--target_tokenizer_path")
+    for i, (a, b) in enumerate(zip(source.pieces, target.pieces)):
+        if a.piece != b.piece or a.type != b.type:
+            raise UserInputError(f"does not extend the source tokenizer: id {i} is {b.piece!r} there but {a.piece!r} "
+                                 f"in the source", where="--target_tokenizer_path")
+
+
+def round_up(n: int, multiple: int | None) -> int:
+    return n if not multiple else -(-n // multiple) * multiple
+
+
+def piece_tokenizations(source: sp_surgery.sp_pb2.ModelProto, new_pieces: list[str]) -> list[list[int]]:
+    """Each new piece's ids under the source tokenizer, encoded as it appears (no dummy '▁' prepended)."""
+    sp = sp_surgery.processor_without_dummy_prefix(source)
+    out = []
+    for piece in new_pieces:
+        ids = sp.encode(piece.replace(sp_surgery.WHITESPACE_SYMBOL, " "))
+        out.append(ids or [sp.unk_id()])
+    return out
+
+
+def _load_model(path: Path):
+    from transformers import AutoModelForCausalLM
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(path), torch_dtype="auto", low_cpu_mem_usage=True)
+    except (OSError, ValueError) as err:
+        raise UserInputError(f"cannot load a causal LM from {path}: {err}", where="--source_model_and_tokenizer_path") from None
+    model.requires_grad_(False)
+    return model
+
+
+def init_model(source_path: str | Path, target_tokenizer_path: str | Path, target_model_path: str | Path, *,
+               init_method: str = "mean", pad_to_multiple_of: int | None = None, max_shard_size: str = "5GB",
+               overwrite: bool = False) -> GrowthReport:
+    if init_method not in INIT_METHODS:
+        raise UserInputError(f"must be one of {', '.join(INIT_METHODS)}", where="--init_method")
+    if pad_to_multiple_of is not None and pad_to_multiple_of <= 0:
+        raise UserInputError("must be a positive integer", where="--pad_to_multiple_of")
+    source_path = hf_files.check_tokenizer_dir(source_path, "--source_model_and_tokenizer_path")
+    if not (source_path / "config.json").is_file():
+        raise UserInputError(f"{source_path} has no config.json (not a Hugging Face model dir)",
+                             where="--source_model_and_tokenizer_path")
+    target_tok = hf_files.check_tokenizer_dir(target_tokenizer_path, "--target_tokenizer_path")
+    target = Path(target_model_path)
+    # The seed allows writing the model into the tokenizer dir: fine while that dir holds only tokenizer files.
+    same_dir = target.exists() and target.resolve() == target_tok.resolve()
+    only_tokenizer = same_dir and all(p.name in hf_files.REQUIRED_FILES + hf_files.OPTIONAL_FILES
+                                      for p in target.iterdir())
+    check_output_dir(target, overwrite or only_tokenizer, "--target_model_path")
+    if target.exists() and target.resolve() == source_path.resolve():
+        raise UserInputError("must differ from --source_model_and_tokenizer_path", where="--target_model_path")
+
+    source_sp = sp_surgery.parse_model((source_path / hf_files.SP_MODEL_FILE).read_bytes(),
+                                       where=str(source_path / hf_files.SP_MODEL_FILE))
+    target_sp_bytes = (target_tok / hf_files.SP_MODEL_FILE).read_bytes()
+    target_sp = sp_surgery.parse_model(target_sp_bytes, where=str(target_tok / hf_files.SP_MODEL_FILE))
+    check_extends(source_sp, target_sp)
+    hf_files.check_no_added_tokens_beyond(target_tok, len(target_sp.pieces), "--target_tokenizer_path")
+    tokenizer_files = hf_files.read_tokenizer_files(target_tok)  # in memory: the target may replace that dir
+    n_src, n_tgt = len(source_sp.pieces), len(target_sp.pieces)
+    new_pieces = [p.piece for p in target_sp.pieces[n_src:]]
+
+    from colossal_llama2.model.embedding_init import fill_new_rows, mean_row, subword_mean_rows  # torch: only now
+
+    model = _load_model(source_path)
+    config_vocab = model.get_input_embeddings().weight.shape[0]
+    if config_vocab < n_src:
+        raise UserInputError(f"the model has {config_vocab} embedding rows but its tokenizer {n_src} pieces",
+                             where="--source_model_and_tokenizer_path")
+    new_size = round_up(n_tgt, pad_to_multiple_of)
+    if new_size < config_vocab:
+        logger.warning("source rows %d..%d were padding beyond its tokenizer (%d pieces); they are not kept "
+                       "(use --pad_to_multiple_of to pad the new matrix)", n_src, config_vocab - 1, n_src)
+    tied = bool(getattr(model.config, "tie_word_embeddings", False)) or (
+        model.get_output_embeddings() is not None
+        and model.get_output_embeddings().weight is model.get_input_embeddings().weight)
+
+    # Grows (or trims source padding) keeping rows [0, min(old, new)); everything from n_src is rewritten below.
+    model.resize_token_embeddings(new_size, mean_resizing=False)
+    matrices = [model.get_input_embeddings().weight]
+    if not tied and model.get_output_embeddings() is not None:
+        matrices.append(model.get_output_embeddings().weight)
+    tokenizations = piece_tokenizations(source_sp, new_pieces) if init_method == "subword_mean" else None
+    for weight in matrices:
+        mean = mean_row(weight, n_src)
+        rows = subword_mean_rows(weight, tokenizations) if tokenizations is not None else None
+        fill_new_rows(weight, n_src, rows, pad_value=mean)
+    model.config.vocab_size = new_size
+
+    with atomic_directory(target, overwrite=overwrite or only_tokenizer) as tmp:
+        model.save_pretrained(str(tmp), safe_serialization=True, max_shard_size=max_shard_size)
+        hf_files.write_files(tmp, tokenizer_files)
+    return GrowthReport(source_tokenizer_size=n_src, source_config_vocab=config_vocab, target_tokenizer_size=n_tgt,
+                        new_vocab_size=new_size, tied=tied, init_method=init_method, peak_rss_gib=peak_rss_gib())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--source_model_and_tokenizer_path", required=True,
+                        help="Hugging Face model dir with tokenizer.model, tokenizer_config.json, special_tokens_map.json")
+    parser.add_argument("--target_tokenizer_path", required=True, help="the extended tokenizer (from init_tokenizer.py)")
+    parser.add_argument("--target_model_path", required=True,
+                        help="where to write the grown model (may be the target tokenizer dir itself)")
+    parser.add_argument("--init_method", choices=INIT_METHODS, default="mean",
+                        help="new rows: mean of all old rows, or mean of the rows of the piece's old tokenization")
+    parser.add_argument("--pad_to_multiple_of", type=int, default=None,
+                        help="pad the vocab dimension to a multiple of N (e.g. 64); padding rows hold the mean row")
+    parser.add_argument("--max_shard_size", default="5GB", help="safetensors shard size (bounds extra memory while saving)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty target directory")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    report = init_model(args.source_model_and_tokenizer_path, args.target_tokenizer_path, args.target_model_path,
+                        init_method=args.init_method, pad_to_multiple_of=args.pad_to_multiple_of,
+                        max_shard_size=args.max_shard_size, overwrite=args.overwrite)
+    print("\n".join(report.lines()))
+    print(f"wrote {args.target_model_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,56 @@
+"""The Hugging Face files that travel with a sentencepiece tokenizer, and checks on them."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..utils.errors import UserInputError
+
+SP_MODEL_FILE = "tokenizer.model"
+REQUIRED_FILES = (SP_MODEL_FILE, "tokenizer_config.json", "special_tokens_map.json")
+# Copied when present. Not tokenizer.json: it encodes the *old* vocabulary and would shadow the new one.
+OPTIONAL_FILES = ("chat_template.jinja", "chat_template.json")
+
+
+def check_tokenizer_dir(path: str | Path, flag: str) -> Path:
+    path = Path(path)
+    if not path.is_dir():
+        raise UserInputError(f"{path} is not a directory", where=flag)
+    missing = [name for name in REQUIRED_FILES if not (path / name).is_file()]
+    if missing:
+        raise UserInputError(f"{path} lacks {', '.join(missing)} (a LLaMA-style tokenizer dir has "
+                             f"{', '.join(REQUIRED_FILES)})", where=flag)
+    return path
+
+
+def read_tokenizer_files(path: Path, sp_model_bytes: bytes | None = None) -> dict[str, bytes]:
+    """The tokenizer files of ``path`` as bytes (``tokenizer.model`` replaced by ``sp_model_bytes`` if given)."""
+    files = {name: (path / name).read_bytes() for name in REQUIRED_FILES + OPTIONAL_FILES if (path / name).is_file()}
+    if sp_model_bytes is not None:
+        files[SP_MODEL_FILE] = sp_model_bytes
+    return files
+
+
+def write_files(out_dir: Path, files: dict[str, bytes]) -> None:
+    for name, data in files.items():
+        (out_dir / name).write_bytes(data)
+
+
+def check_no_added_tokens_beyond(path: Path, sp_size: int, flag: str) -> None:
+    """Refuse HF-added tokens with ids >= the sentencepiece size: the new pieces would take their ids."""
+    beyond: dict[str, int] = {}
+    config = json.loads((path / "tokenizer_config.json").read_text(encoding="utf-8"))
+    for token_id, token in (config.get("added_tokens_decoder") or {}).items():
+        if int(token_id) >= sp_size:
+            beyond[token.get("content", "?")] = int(token_id)
+    added = path / "added_tokens.json"
+    if added.is_file():
+        for content, token_id in json.loads(added.read_text(encoding="utf-8")).items():
+            if int(token_id) >= sp_size:
+                beyond[content] = int(token_id)
+    if beyond:
+        listed = ", ".join(f"{c!r}={i}" for c, i in sorted(beyond.items(), key=lambda kv: kv[1]))
+        raise UserInputError(
+            f"{path} has tokens added on top of the sentencepiece vocabulary ({listed}); appended pieces "
+            f"would take those ids. Remove them from tokenizer_config.json/added_tokens.json first and add "
+            f"them again after the extension.", where=flag)
