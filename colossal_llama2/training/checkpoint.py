@@ -30,6 +30,13 @@ logger = get_logger(__name__)
 
 CHECKPOINT_RE = re.compile(r"^epoch-(\d+)_step-(\d+)$")
 RUNNING_STATES = "running_states.json"
+OPTIMIZER_FILE = "optimizer.bin"
+
+
+def _is_ddp(booster) -> bool:
+    from colossalai.booster.plugin import TorchDDPPlugin
+
+    return isinstance(booster.plugin, TorchDDPPlugin)
 
 
 def checkpoint_name(epoch: int, global_step: int) -> str:
@@ -97,7 +104,14 @@ def save_checkpoint(booster, model, optimizer, lr_scheduler, *, save_dir: str | 
         tmp.mkdir()
     _barrier()
     booster.save_model(model, str(tmp / "modeling"), shard=True, use_safetensors=True)
-    booster.save_optimizer(optimizer, str(tmp / "optimizer"), shard=True)
+    if _is_ddp(booster):
+        # DDP optimizer states are replicated: one file. (colossalai 0.5's sharded optimizer loading calls
+        # accelerator.synchronize(), which raises on CPU.)
+        if _rank() == 0:
+            (tmp / "optimizer").mkdir()
+        booster.save_optimizer(optimizer, str(tmp / "optimizer" / OPTIMIZER_FILE), shard=False)
+    else:
+        booster.save_optimizer(optimizer, str(tmp / "optimizer"), shard=True)
     booster.save_lr_scheduler(lr_scheduler, str(tmp / "lr_scheduler"))
     rng_states = [None] * (dist.get_world_size() if dist.is_initialized() else 1)
     if dist.is_initialized():
@@ -152,7 +166,8 @@ def load_checkpoint(booster, model, optimizer, lr_scheduler, path: str | os.Path
     """Restore model, optimizer, scheduler and this rank's RNG; return running_states."""
     path = Path(path)
     booster.load_model(model, weights_path(path / "modeling"))
-    booster.load_optimizer(optimizer, str(path / "optimizer"))
+    single = path / "optimizer" / OPTIMIZER_FILE
+    booster.load_optimizer(optimizer, str(single if single.is_file() else path / "optimizer"))
     booster.load_lr_scheduler(lr_scheduler, str(path / "lr_scheduler"))
     states = json.loads((path / RUNNING_STATES).read_text(encoding="utf-8"))
     rng = states.get("rng_states") or []

@@ -261,7 +261,10 @@ def train(args: argparse.Namespace) -> int:
         for epoch in range(start_epoch, args.num_epochs):
             sampler.set_epoch(epoch)
             loader = torch.utils.data.DataLoader(data.dataset, batch_size=args.micro_batch_size, sampler=sampler,
-                                                 collate_fn=collator, num_workers=args.num_workers)
+                                                 collate_fn=collator, num_workers=args.num_workers,
+                                                 generator=torch.Generator().manual_seed(args.seed + epoch))
+            # ^ its own generator: creating a DataLoader iterator otherwise draws from the global RNG, which
+            # would shift NEFTune's noise between an uninterrupted and a resumed run.
             step_in_epoch = start_step_in_epoch if epoch == start_epoch else 0
             batches = iter(loader)
             while step_in_epoch < steps_per_epoch and global_step < total_steps:
