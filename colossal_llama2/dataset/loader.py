@@ -80,6 +80,8 @@ def find_part_dirs(path: str | Path, flag: str = "--dataset") -> list[Path]:
         raise UserInputError(f"{path} is not a directory", where=flag)
     if (path / META_FILE).exists():
         return [path]
+    if path.name.startswith(PART_PREFIX) or (path / "dataset_info.json").exists():
+        read_meta(path, flag)  # a part (or a datasets dir) without our META_FILE: say so precisely
     parts = sorted(p for p in path.iterdir() if p.is_dir() and p.name.startswith(PART_PREFIX))
     if not parts:
         raise UserInputError(f"{path} is neither a dataset part (no {META_FILE}) nor a directory of "

@@ -11,18 +11,18 @@ LAZY_INIT_PLUGINS = ("gemini", "gemini_auto", "3d")
 def check_plugin_args(plugin: str, *, cuda: bool, world_size: int, tp: int, num_heads: int, num_kv_heads: int,
                       mixed_precision: str | None) -> None:
     """Raise UserInputError for a plugin that cannot run here or a --tp that does not fit."""
-    if plugin in GPU_PLUGINS and not cuda:
-        raise UserInputError(f"plugin {plugin!r} needs CUDA GPUs and none is available; use --plugin ddp on CPU",
-                             where="--plugin")
     if tp < 1:
         raise UserInputError("must be >= 1", where="--tp")
     if tp > 1 and plugin != "3d":
         raise UserInputError(f"tensor parallelism (--tp {tp}) needs --plugin 3d", where="--tp")
-    if world_size % tp:
-        raise UserInputError(f"--tp {tp} does not divide the world size {world_size}", where="--tp")
     if num_heads % tp or num_kv_heads % tp:
         raise UserInputError(f"--tp {tp} does not divide the model's {num_heads} attention heads / "
                              f"{num_kv_heads} key-value heads", where="--tp")
+    if world_size % tp:
+        raise UserInputError(f"--tp {tp} does not divide the world size {world_size}", where="--tp")
+    if plugin in GPU_PLUGINS and not cuda:
+        raise UserInputError(f"plugin {plugin!r} needs CUDA GPUs and none is available; use --plugin ddp on CPU",
+                             where="--plugin")
 
 
 def precision_for(plugin: str, mixed_precision: str | None, cuda: bool) -> str:
