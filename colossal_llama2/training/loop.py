@@ -195,6 +195,10 @@ def train(args: argparse.Namespace) -> int:
     stopper = GracefulStop(device).install()
     mask_dtype = dtype if precision != "fp32" else torch.float32
     use_no_sync = args.plugin == "ddp" and args.accumulation_steps > 1
+    # ddp on GPU: fp16 goes through the Booster's torch AMP (autocast + GradScaler); bf16 needs no scaler,
+    # only autocast, which the Booster does not offer for it.
+    ddp_autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) \
+        if (args.plugin == "ddp" and cuda and precision == "bf16") else None
 
     def forward_token_loss(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """(sum of token losses, number of label tokens) for one micro-batch."""
@@ -205,11 +209,15 @@ def train(args: argparse.Namespace) -> int:
                               mask_dtype=mask_dtype)
         labels = batch["labels"]
         n_tokens = (labels[:, 1:] != IGNORE_INDEX).sum()
-        if args.plugin == "3d":  # shardformer may keep logits vocab-sharded: let the model compute its loss
+        if ddp_autocast is not None:
+            with ddp_autocast():
+                logits = model(**inputs).logits
+        elif args.plugin == "3d":  # shardformer may keep logits vocab-sharded: let the model compute its loss
             out = model(**inputs, labels=labels)
             loss_sum = out.loss * n_tokens if n_tokens > 0 else out.loss.nan_to_num() * 0.0
             return loss_sum, n_tokens
-        logits = model(**inputs).logits
+        else:
+            logits = model(**inputs).logits
         loss_sum = F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]),
                                    labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum")
         return loss_sum, n_tokens
