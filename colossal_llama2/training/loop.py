@@ -214,7 +214,8 @@ def train(args: argparse.Namespace) -> int:
                 logits = model(**inputs).logits
         elif args.plugin == "3d":  # shardformer may keep logits vocab-sharded: let the model compute its loss
             out = model(**inputs, labels=labels)
-            loss_sum = out.loss * n_tokens if n_tokens > 0 else out.loss.nan_to_num() * 0.0
+            # out.loss is the mean over this micro-batch's label tokens (NaN when it has none)
+            loss_sum = out.loss * n_tokens if n_tokens > 0 else out.logits.sum() * 0.0
             return loss_sum, n_tokens
         else:
             logits = model(**inputs).logits
