@@ -49,6 +49,15 @@ def test_vocab_mismatch(monkeypatch, tmp_path, tiny_model_dir, datasets_dir):
     assert err.where == "--dataset" and "700 tokens" in str(err) and "600 embedding rows" in str(err)
 
 
+def test_tokenizer_larger_than_model(monkeypatch, tmp_path, tiny_model_dir, datasets_dir):
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model_dir)
+    config = json.loads((model_dir / "config.json").read_text())
+    (model_dir / "config.json").write_text(json.dumps({**config, "vocab_size": 500}))
+    err = run_main(monkeypatch, tmp_path, model_dir, datasets_dir / "ok")
+    assert err.where == "--pretrained" and "600 tokens" in str(err) and "500 embedding rows" in str(err)
+
+
 @pytest.mark.parametrize("max_length, expect", [(32, "samples would be cut"), (128, "above the dataset's")])
 def test_max_length_must_match_data(monkeypatch, tmp_path, tiny_model_dir, datasets_dir, max_length, expect):
     err = run_main(monkeypatch, tmp_path, tiny_model_dir, datasets_dir / "ok", "--max_length", max_length)

@@ -55,6 +55,13 @@ def validate_inputs(args: argparse.Namespace, cuda: bool, world_size: int):
                       num_heads=config.num_attention_heads,
                       num_kv_heads=getattr(config, "num_key_value_heads", None) or config.num_attention_heads,
                       mixed_precision=args.mixed_precision)
+    from transformers import AutoTokenizer
+
+    n_tokenizer = len(AutoTokenizer.from_pretrained(str(pretrained)))
+    if n_tokenizer > config.vocab_size:
+        raise UserInputError(f"the tokenizer in {pretrained} has {n_tokenizer} tokens but the model only "
+                             f"{config.vocab_size} embedding rows (tokenizer/model mismatch: was the model grown "
+                             f"with init_model.py?)", where="--pretrained")
     data = load_tokenized_dataset(args.dataset, flag="--dataset")
     eval_data = load_tokenized_dataset(args.eval_dataset, flag="--eval_dataset") if args.eval_dataset else None
     for ds, flag in ((data, "--dataset"), (eval_data, "--eval_dataset")):
