@@ -1,0 +1,63 @@
+"""train.py's command line: the seed README's flags (unchanged, so users' scripts keep working) plus ours."""
+from __future__ import annotations
+
+import argparse
+from typing import Sequence
+
+PLUGINS = ("gemini", "gemini_auto", "zero2", "zero2_cpu", "3d", "ddp")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="train.py",
+        description="Continual pre-training / SFT of a LLaMA-family model on a Colossal-AI Booster. "
+                    "Launch with `colossalai run --nproc_per_node N [--hostfile H] train.py ...` or torchrun.")
+    a = p.add_argument
+    a("--pretrained", required=True, help="Hugging Face model dir (config.json, *.safetensors, tokenizer files).")
+    a("--dataset", nargs="+", required=True,
+      help="One or more prepared dataset dirs: part dirs (part-00000 ...) or their parent dir.")
+    a("--plugin", default="gemini", choices=PLUGINS,
+      help="Booster plugin. gemini/gemini_auto/zero2/zero2_cpu/3d need CUDA; ddp (TorchDDPPlugin) also runs on CPU.")
+    a("--load_checkpoint", default=None,
+      help="Resume from <save_dir>/epoch-E_step-S (everything), or load weights only from a modeling/ dir.")
+    a("--save_interval", type=int, default=1000, help="Save a checkpoint every N optimizer steps (and at the end).")
+    a("--save_dir", default="checkpoints", help="Directory for checkpoints epoch-E_step-S/.")
+    a("--tensorboard_dir", default="tensorboard", help="Directory for tensorboard events and metrics.jsonl.")
+    a("--config_file", default="config_file.json", help="Write the run's arguments to this JSON file.")
+    a("--num_epochs", type=int, default=1, help="Number of passes over the dataset.")
+    a("--micro_batch_size", type=int, default=1, help="Samples per device per forward pass.")
+    a("--lr", type=float, default=3e-4, help="Peak learning rate (cosine decay to 10%% of it after warmup).")
+    a("--max_length", type=int, default=4096,
+      help="Context length; must equal the dataset's max_length (from preparation).")
+    a("--mixed_precision", default=None, choices=("fp16", "bf16"),
+      help="Mixed precision on GPU (default fp16). The ddp plugin on CPU always trains in fp32.")
+    a("--gradient_clipping", "--grad_clip", dest="gradient_clipping", type=float, default=1.0,
+      help="Clip the global gradient norm to this value (0 disables).")
+    a("-w", "--weight_decay", type=float, default=0.1, help="AdamW weight decay (not applied to norms/biases).")
+    a("-s", "--warmup_steps", type=int, default=None, help="Linear warmup steps (default: 2.5%% of all steps).")
+    a("--use_grad_checkpoint", action="store_true", help="Gradient checkpointing: less memory, more compute.")
+    a("--use_flash_attn", action="store_true",
+      help="Use flash-attn 2 when importable (with CUDA), else torch SDPA; the choice is logged at start.")
+    a("--freeze_non_embeds_params", action="store_true",
+      help="Train only embed_tokens and lm_head (after vocabulary extension).")
+    a("--tp", type=int, default=1, help="Tensor parallel size for the 3d plugin.")
+    a("--zero", type=int, default=1, choices=(0, 1, 2), help="ZeRO stage for the 3d plugin.")
+    a("--accumulation_steps", type=int, default=1, help="Micro-batches per optimizer step (SFT example uses 8).")
+    a("--use_neft", action="store_true", help="NEFTune: noise on input embeddings during training.")
+    a("--neft_alpha", type=float, default=5.0, help="NEFTune alpha (noise scale alpha/sqrt(L*d)).")
+    a("--pad_token", default="eos", choices=("eos", "unk"), help="Token used for padding.")
+    a("--padding_mode", default="max_length", choices=("max_length", "longest"),
+      help="Pad every batch to --max_length, or to its longest sample.")
+    a("--seed", type=int, default=42, help="Seed for data order, initialisation and NEFTune noise.")
+    a("--keep_last", type=int, default=0, help="Keep only the newest N checkpoints (0 keeps all).")
+    a("--eval_dataset", nargs="+", default=None, help="Held-out prepared dataset dir(s) for per-category eval loss.")
+    a("--eval_interval", type=int, default=0, help="Evaluate every N optimizer steps (0: only at the end).")
+    a("--num_workers", type=int, default=0, help="DataLoader worker processes.")
+    a("--peak_tflops_per_device", type=float, default=None,
+      help="Peak dense TFLOP/s of one device for MFU (default: known GPUs by name, else MFU is not reported).")
+    a("--max_steps", type=int, default=0, help="Stop after this many optimizer steps in total (0: no limit).")
+    return p
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)

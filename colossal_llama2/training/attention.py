@@ -1,0 +1,55 @@
+"""Attention backend choice and packed-document masking.
+
+Packed samples hold several documents (``seq_lengths`` from data preparation). To stop a document from
+attending to the one before it:
+
+* sdpa / eager (Hugging Face LlamaModel): a 4-D additive block-diagonal causal mask [b, 1, q, k] is
+  passed as ``attention_mask``; HF uses a 4-D mask as given. Padding tokens attend only to padding.
+* flash_attention_2: ``attention_mask=None`` plus per-document ``position_ids``; transformers then
+  runs flash-attn's varlen kernel with one sequence per document (the batch is flattened).
+* the 3d plugin (shardformer) replaces LlamaAttention's forward and builds its own causal mask from a
+  2-D padding mask: documents in one sample are NOT isolated there (position ids still restart).
+A batch whose samples hold one document each gets the plain 2-D padding mask (cheaper, same result).
+"""
+from __future__ import annotations
+
+import importlib.util
+
+import torch
+
+from ..utils.logging import get_logger
+
+logger = get_logger(__name__)
+
+
+def choose_attn_implementation(use_flash_attn: bool, cuda: bool) -> str:
+    if use_flash_attn:
+        if cuda and importlib.util.find_spec("flash_attn") is not None:
+            return "flash_attention_2"
+        logger.warning("--use_flash_attn: flash-attn is not importable%s; using torch SDPA",
+                       "" if cuda else " (no CUDA)")
+    return "sdpa"
+
+
+def block_causal_mask(document_ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """[b, L] document index per token (-1 = padding) -> additive mask [b, 1, L, L] (0 = attend)."""
+    length = document_ids.shape[1]
+    causal = torch.ones(length, length, dtype=torch.bool, device=document_ids.device).tril()
+    same_doc = document_ids[:, :, None] == document_ids[:, None, :]
+    allowed = same_doc & causal
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=document_ids.device)
+    mask.masked_fill_(~allowed, torch.finfo(dtype).min)
+    return mask[:, None]
+
+
+def model_inputs(batch: dict, *, attn_implementation: str, isolate_documents: bool, mask_dtype: torch.dtype) -> dict:
+    """The keyword arguments for the model's forward from a collated batch."""
+    inputs = {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"]}
+    packed = isolate_documents and bool((batch["document_ids"] > 0).any())
+    if attn_implementation == "flash_attention_2" and isolate_documents:
+        inputs["attention_mask"] = None  # varlen from position ids (padding rides with the last document)
+    elif packed:
+        inputs["attention_mask"] = block_causal_mask(batch["document_ids"], mask_dtype)
+    else:
+        inputs["attention_mask"] = batch["attention_mask"]
+    return inputs

@@ -1,0 +1,179 @@
+"""Checkpoints: ``<save_dir>/epoch-E_step-S/{modeling/, optimizer/, lr_scheduler, running_states.json}``.
+
+* ``modeling/`` is a complete Hugging Face checkpoint (config.json, generation_config.json, sharded
+  safetensors + index, tokenizer files) that plain transformers loads without this project.
+* E is the epoch the checkpoint was taken in (0-based), S the number of optimizer steps done in total.
+* ``running_states.json`` holds the loop position (epoch, step in epoch, sampler position, global step)
+  and every rank's RNG states (python, numpy, torch CPU, CUDA), so a resumed run continues exactly.
+* Atomic: all ranks write into ``.epoch-E_step-S.tmp``; after a barrier rank 0 renames it. A crash
+  leaves only a dot-directory that is never mistaken for a checkpoint (and is cleaned by the next save).
+"""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from ..utils.errors import UserInputError
+from ..utils.logging import get_logger
+
+logger = get_logger(__name__)
+
+CHECKPOINT_RE = re.compile(r"^epoch-(\d+)_step-(\d+)$")
+RUNNING_STATES = "running_states.json"
+OPTIMIZER_FILE = "optimizer.bin"
+
+
+def _is_ddp(booster) -> bool:
+    from colossalai.booster.plugin import TorchDDPPlugin
+
+    return isinstance(booster.plugin, TorchDDPPlugin)
+
+
+def checkpoint_name(epoch: int, global_step: int) -> str:
+    return f"epoch-{epoch}_step-{global_step}"
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def _barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def _tensor_b64(t: torch.Tensor) -> str:
+    buf = io.BytesIO()
+    torch.save(t, buf)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _b64_tensor(s: str) -> torch.Tensor:
+    return torch.load(io.BytesIO(base64.b64decode(s)), weights_only=True)
+
+
+def capture_rng_state() -> dict:
+    np_state = np.random.get_state()
+    state = {"python": repr(random.getstate()), "torch": _tensor_b64(torch.get_rng_state()),
+             "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]]}
+    if torch.cuda.is_available():
+        state["cuda"] = _tensor_b64(torch.cuda.get_rng_state())
+    return state
+
+
+def restore_rng_state(state: dict) -> None:
+    import ast
+
+    random.setstate(ast.literal_eval(state["python"]))
+    np_state = state["numpy"]
+    np.random.set_state((np_state[0], np.array(np_state[1], dtype=np.uint32), *np_state[2:]))
+    torch.set_rng_state(_b64_tensor(state["torch"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(_b64_tensor(state["cuda"]))
+
+
+def list_checkpoints(save_dir: str | os.PathLike) -> list[Path]:
+    """Complete checkpoints in ``save_dir``, oldest first (by global step)."""
+    save_dir = Path(save_dir)
+    if not save_dir.is_dir():
+        return []
+    found = [(int(m.group(2)), p) for p in save_dir.iterdir() if (m := CHECKPOINT_RE.match(p.name)) and p.is_dir()]
+    return [p for _, p in sorted(found)]
+
+
+def save_checkpoint(booster, model, optimizer, lr_scheduler, *, save_dir: str | os.PathLike, epoch: int,
+                    global_step: int, running_states: dict, tokenizer, keep_last: int = 0) -> Path:
+    """Write a checkpoint collectively (every rank must call it); return its final path."""
+    save_dir = Path(save_dir)
+    final = save_dir / checkpoint_name(epoch, global_step)
+    tmp = save_dir / f".{final.name}.tmp"
+    if _rank() == 0:
+        save_dir.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+    _barrier()
+    booster.save_model(model, str(tmp / "modeling"), shard=True, use_safetensors=True)
+    if _is_ddp(booster):
+        # DDP optimizer states are replicated: one file. (colossalai 0.5's sharded optimizer loading calls
+        # accelerator.synchronize(), which raises on CPU.)
+        if _rank() == 0:
+            (tmp / "optimizer").mkdir()
+        booster.save_optimizer(optimizer, str(tmp / "optimizer" / OPTIMIZER_FILE), shard=False)
+    else:
+        booster.save_optimizer(optimizer, str(tmp / "optimizer"), shard=True)
+    booster.save_lr_scheduler(lr_scheduler, str(tmp / "lr_scheduler"))
+    rng_states = [None] * (dist.get_world_size() if dist.is_initialized() else 1)
+    if dist.is_initialized():
+        dist.all_gather_object(rng_states, capture_rng_state())
+    else:
+        rng_states[0] = capture_rng_state()
+    if _rank() == 0:
+        tokenizer.save_pretrained(str(tmp / "modeling"))
+        states = {**running_states, "epoch": epoch, "global_step": global_step, "rng_states": rng_states}
+        (tmp / RUNNING_STATES).write_text(json.dumps(states), encoding="utf-8")
+    _barrier()  # every rank has finished writing before the directory becomes visible
+    if _rank() == 0:
+        if final.exists():
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+        if keep_last > 0:
+            for old in list_checkpoints(save_dir)[:-keep_last]:
+                shutil.rmtree(old, ignore_errors=True)
+                logger.info("removed old checkpoint %s (--keep_last %d)", old, keep_last)
+    _barrier()
+    logger.info("saved checkpoint %s", final)
+    return final
+
+
+def checkpoint_kind(path: str | os.PathLike) -> str:
+    """'full' for an epoch-E_step-S dir, 'weights' for a modeling/ (HF) dir; UserInputError otherwise."""
+    path = Path(path)
+    if not path.is_dir():
+        raise UserInputError(f"{path} does not exist or is not a directory", where="--load_checkpoint")
+    if (path / RUNNING_STATES).is_file() and (path / "modeling").is_dir():
+        return "full"
+    if (path / "config.json").is_file() and (any(path.glob("*.safetensors")) or any(path.glob("*.index.json"))):
+        return "weights"
+    raise UserInputError(f"{path} is neither a checkpoint (epoch-E_step-S with {RUNNING_STATES}) nor a modeling/ "
+                         f"dir with config.json and safetensors", where="--load_checkpoint")
+
+
+def weights_path(model_dir: str | os.PathLike) -> str:
+    """What booster.load_model wants: the sharded index, or the single safetensors file."""
+    model_dir = Path(model_dir)
+    index = sorted(model_dir.glob("*.safetensors.index.json"))
+    if index:
+        return str(index[0])
+    single = model_dir / "model.safetensors"
+    if single.is_file():
+        return str(single)
+    raise UserInputError(f"{model_dir} holds no model.safetensors or safetensors index (only safetensors weights "
+                         f"are loaded)", where="--pretrained")
+
+
+def load_checkpoint(booster, model, optimizer, lr_scheduler, path: str | os.PathLike) -> dict:
+    """Restore model, optimizer, scheduler and this rank's RNG; return running_states."""
+    path = Path(path)
+    booster.load_model(model, weights_path(path / "modeling"))
+    single = path / "optimizer" / OPTIMIZER_FILE
+    booster.load_optimizer(optimizer, str(single if single.is_file() else path / "optimizer"))
+    booster.load_lr_scheduler(lr_scheduler, str(path / "lr_scheduler"))
+    states = json.loads((path / RUNNING_STATES).read_text(encoding="utf-8"))
+    rng = states.get("rng_states") or []
+    rank = _rank()
+    if rank < len(rng) and rng[rank] is not None:
+        restore_rng_state(rng[rank])
+    else:
+        logger.warning("no RNG state for rank %d in %s (world size changed?): RNG not restored", rank, path)
+    return states

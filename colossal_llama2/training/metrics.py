@@ -1,0 +1,69 @@
+"""Training metrics on rank 0: tensorboard scalars and ``metrics.jsonl`` (one JSON object per optimizer step).
+
+Throughput: tokens/s counts real (unpadded) input tokens of all ranks. Model FLOPs per token follow the
+usual estimate 6·N + 12·layers·hidden·seq (N = parameters; forward+backward, attention included), so
+TFLOP/s = flops_per_token · tokens/s; MFU = that / (peak TFLOP/s per device · devices).
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+from pathlib import Path
+
+import torch
+
+# Dense bf16/fp16 tensor-core peaks (TFLOP/s) for MFU, matched by substring of the device name.
+PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "A800": 312.0, "H800": 989.0, "L40S": 362.0,
+               "A10G": 125.0, "V100": 125.0, "4090": 165.0}
+
+
+def flops_per_token(num_params: int, num_layers: int, hidden_size: int, seq_len: int) -> float:
+    return 6.0 * num_params + 12.0 * num_layers * hidden_size * seq_len
+
+
+def device_peak_tflops(override: float | None) -> float | None:
+    if override:
+        return override
+    if not torch.cuda.is_available():
+        return None
+    name = torch.cuda.get_device_name()
+    return next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
+
+
+def peak_memory() -> dict:
+    """Peak device memory (GiB, this rank) and peak host RSS (GiB, this process)."""
+    rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    host = rss_kib / 2**20 if sys.platform != "darwin" else rss_kib / 2**30
+    device = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0
+    return {"peak_device_memory_gib": round(device, 3), "peak_host_memory_gib": round(host, 3)}
+
+
+class MetricsWriter:
+    """Writes on rank 0 only; other ranks get a writer whose methods do nothing."""
+
+    def __init__(self, tensorboard_dir: str | os.PathLike, enabled: bool):
+        self.enabled = enabled
+        self.tb = None
+        self.jsonl = None
+        if enabled:
+            from torch.utils.tensorboard import SummaryWriter
+
+            Path(tensorboard_dir).mkdir(parents=True, exist_ok=True)
+            self.tb = SummaryWriter(str(tensorboard_dir))
+            self.jsonl = open(Path(tensorboard_dir) / "metrics.jsonl", "a", encoding="utf-8")
+
+    def log(self, step: int, values: dict) -> None:
+        if not self.enabled:
+            return
+        for key, value in values.items():
+            if isinstance(value, (int, float)) and key not in ("step", "epoch"):
+                self.tb.add_scalar(key if "/" in key else f"train/{key}", value, step)
+        self.jsonl.write(json.dumps({"step": step, **values}) + "\n")
+        self.jsonl.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self.tb.close()
+            self.jsonl.close()

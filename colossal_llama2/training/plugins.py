@@ -1,0 +1,51 @@
+"""Booster plugin factory: maps --plugin to a Colossal-AI plugin, and refuses combinations that cannot work."""
+from __future__ import annotations
+
+from ..utils.errors import UserInputError
+
+GPU_PLUGINS = ("gemini", "gemini_auto", "zero2", "zero2_cpu", "3d")
+# Plugins whose models can be built lazily (LazyInitContext) and materialised already sharded.
+LAZY_INIT_PLUGINS = ("gemini", "gemini_auto", "3d")
+
+
+def check_plugin_args(plugin: str, *, cuda: bool, world_size: int, tp: int, num_heads: int, num_kv_heads: int,
+                      mixed_precision: str | None) -> None:
+    """Raise UserInputError for a plugin that cannot run here or a --tp that does not fit."""
+    if tp < 1:
+        raise UserInputError("must be >= 1", where="--tp")
+    if tp > 1 and plugin != "3d":
+        raise UserInputError(f"tensor parallelism (--tp {tp}) needs --plugin 3d", where="--tp")
+    if num_heads % tp or num_kv_heads % tp:
+        raise UserInputError(f"--tp {tp} does not divide the model's {num_heads} attention heads / "
+                             f"{num_kv_heads} key-value heads", where="--tp")
+    if world_size % tp:
+        raise UserInputError(f"--tp {tp} does not divide the world size {world_size}", where="--tp")
+    if plugin in GPU_PLUGINS and not cuda:
+        raise UserInputError(f"plugin {plugin!r} needs CUDA GPUs and none is available; use --plugin ddp on CPU",
+                             where="--plugin")
+
+
+def precision_for(plugin: str, mixed_precision: str | None, cuda: bool) -> str:
+    """fp16 by default on GPU; fp32 for ddp on CPU (CPU autocast/fp16 training is neither fast nor exact)."""
+    if plugin == "ddp" and not cuda:
+        return "fp32"
+    return mixed_precision or "fp16"
+
+
+def make_plugin(plugin: str, *, precision: str, max_norm: float, tp: int, zero: int, accumulation_steps: int):
+    """Build the Colossal-AI plugin. Gradient clipping is done by the plugin where it owns the gradients."""
+    from colossalai.booster.plugin import GeminiPlugin, HybridParallelPlugin, LowLevelZeroPlugin, TorchDDPPlugin
+
+    if plugin == "ddp":
+        return TorchDDPPlugin()
+    if plugin in ("gemini", "gemini_auto"):
+        return GeminiPlugin(placement_policy="auto" if plugin == "gemini_auto" else "static", precision=precision,
+                            initial_scale=2**16, max_norm=max_norm,
+                            enable_gradient_accumulation=accumulation_steps > 1)
+    if plugin in ("zero2", "zero2_cpu"):
+        return LowLevelZeroPlugin(stage=2, precision=precision, initial_scale=2**16, max_norm=max_norm,
+                                  cpu_offload=plugin == "zero2_cpu")
+    if plugin == "3d":
+        return HybridParallelPlugin(tp_size=tp, pp_size=1, zero_stage=zero, precision=precision,
+                                    initial_scale=2**16, max_norm=max_norm)
+    raise UserInputError(f"unknown plugin {plugin!r}", where="--plugin")
