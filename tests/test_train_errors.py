@@ -76,6 +76,17 @@ def test_tp_must_divide_heads_and_world_size(monkeypatch, tmp_path, tiny_model_d
     assert err.where == "--tp" and "needs --plugin 3d" in str(err)
 
 
+def test_tp_must_divide_vocabulary(monkeypatch, tmp_path, tiny_model_dir, datasets_dir):
+    # Checked from config.json before any weight is read, so an edited config is enough.
+    odd = tmp_path / "odd_vocab_model"
+    shutil.copytree(tiny_model_dir, odd)
+    config = json.loads((odd / "config.json").read_text())
+    config["vocab_size"] = 601
+    (odd / "config.json").write_text(json.dumps(config))
+    err = run_main(monkeypatch, tmp_path, odd, datasets_dir / "ok", "--plugin", "3d", "--tp", 2, world_size=2)
+    assert err.where == "--tp" and "vocabulary of 601" in str(err) and "--pad_to_multiple_of" in str(err)
+
+
 def test_bad_load_checkpoint(monkeypatch, tmp_path, tiny_model_dir, datasets_dir):
     (tmp_path / "junk").mkdir()
     err = run_main(monkeypatch, tmp_path, tiny_model_dir, datasets_dir / "ok", "--load_checkpoint", tmp_path / "junk")

@@ -54,7 +54,7 @@ def validate_inputs(args: argparse.Namespace, cuda: bool, world_size: int):
     check_plugin_args(args.plugin, cuda=cuda, world_size=world_size, tp=args.tp,
                       num_heads=config.num_attention_heads,
                       num_kv_heads=getattr(config, "num_key_value_heads", None) or config.num_attention_heads,
-                      mixed_precision=args.mixed_precision)
+                      mixed_precision=args.mixed_precision, vocab_size=config.vocab_size)
     from transformers import AutoTokenizer
 
     n_tokenizer = len(AutoTokenizer.from_pretrained(str(pretrained)))

@@ -9,7 +9,7 @@ LAZY_INIT_PLUGINS = ("gemini", "gemini_auto", "3d")
 
 
 def check_plugin_args(plugin: str, *, cuda: bool, world_size: int, tp: int, num_heads: int, num_kv_heads: int,
-                      mixed_precision: str | None) -> None:
+                      mixed_precision: str | None, vocab_size: int | None = None) -> None:
     """Raise UserInputError for a plugin that cannot run here or a --tp that does not fit."""
     if tp < 1:
         raise UserInputError("must be >= 1", where="--tp")
@@ -20,6 +20,11 @@ def check_plugin_args(plugin: str, *, cuda: bool, world_size: int, tp: int, num_
                              f"{num_kv_heads} key-value heads", where="--tp")
     if world_size % tp:
         raise UserInputError(f"--tp {tp} does not divide the world size {world_size}", where="--tp")
+    if vocab_size is not None and vocab_size % tp:
+        # Shardformer would pad the embedding itself, and colossalai 0.5.0 then fails to save the padded
+        # parameter (`_unpad_detach`); a checkpoint padded up front by init_model avoids both.
+        raise UserInputError(f"--tp {tp} does not divide the model's vocabulary of {vocab_size} rows; grow the "
+                             f"model with `init_model.py --pad_to_multiple_of {tp * 32}` first", where="--tp")
     if plugin in GPU_PLUGINS and not cuda:
         raise UserInputError(f"plugin {plugin!r} needs CUDA GPUs and none is available; use --plugin ddp on CPU",
                              where="--plugin")
@@ -46,6 +51,7 @@ def make_plugin(plugin: str, *, precision: str, max_norm: float, tp: int, zero: 
         return LowLevelZeroPlugin(stage=2, precision=precision, initial_scale=2**16, max_norm=max_norm,
                                   cpu_offload=plugin == "zero2_cpu")
     if plugin == "3d":
+        # make_vocab_size_divisible_by=tp: never let shardformer pad the vocabulary (see check_plugin_args).
         return HybridParallelPlugin(tp_size=tp, pp_size=1, zero_stage=zero, precision=precision,
-                                    initial_scale=2**16, max_norm=max_norm)
+                                    initial_scale=2**16, max_norm=max_norm, make_vocab_size_divisible_by=tp)
     raise UserInputError(f"unknown plugin {plugin!r}", where="--plugin")

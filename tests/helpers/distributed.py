@@ -7,6 +7,7 @@ the output when the run fails or hangs.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -52,12 +53,16 @@ def run_distributed(script: str | os.PathLike, args: list[str] | tuple[str, ...]
     run_env = test_env(env)
     # `colossalai run` calls `torchrun` by name: make the venv's copy the one found.
     run_env["PATH"] = os.pathsep.join([str(bindir), run_env.get("PATH", "")])
+    # A session of its own, so a hung run is killed with every rank it started (no orphans holding ports).
+    popen = subprocess.Popen(cmd, env=run_env, cwd=cwd or REPO_ROOT, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        proc = subprocess.run(cmd, env=run_env, cwd=cwd or REPO_ROOT, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired as err:
-        out = err.stdout.decode() if isinstance(err.stdout, bytes) else (err.stdout or "")
-        raise AssertionError(f"{' '.join(cmd)} timed out after {timeout}s; output tail:\n{out[-4000:]}") from None
+        out, _ = popen.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(popen.pid, signal.SIGKILL)
+        out, _ = popen.communicate()
+        raise AssertionError(f"{' '.join(cmd)} timed out after {timeout}s; output tail:\n{(out or '')[-4000:]}") from None
+    proc = subprocess.CompletedProcess(cmd, popen.returncode, out, None)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}; output tail:\n{proc.stdout[-4000:]}")
     return proc

@@ -3,7 +3,11 @@
 Usage (under torchrun / colossalai run): ddp_smoke_train.py MODEL_DIR STEPS
 Rank 0 prints one line per step: ``SMOKE_LOSS <step> <loss averaged over ranks>``.
 """
+import faulthandler
 import sys
+
+# If a rank ever hangs (e.g. in shutdown), print every thread's stack instead of hanging the test.
+faulthandler.dump_traceback_later(240, exit=True)
 
 import colossalai
 import torch
@@ -35,6 +39,7 @@ def main() -> None:
         if rank == 0:
             print(f"SMOKE_LOSS {step} {loss.item() / dist.get_world_size():.6f}", flush=True)
     dist.destroy_process_group()
+    faulthandler.cancel_dump_traceback_later()
 
 
 if __name__ == "__main__":
