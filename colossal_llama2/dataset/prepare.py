@@ -268,6 +268,7 @@ def prepare(o: Options) -> dict:
         entry["supervised_tokens"] += sup * int(copies[rec])
 
     # 5. Bins -> parts; write everything to temporary dirs, renamed only when all is written.
+    t_pack = time.perf_counter()
     seq_counts = {name: len(seqs) for name, seqs in sequences.items()}
     num_parts, part_bins = assign_parts(seq_counts, o.num_spliced_dataset_bins,
                                         lambda name: category_rng(o.seed, name, _SALT_BINS))
@@ -318,7 +319,7 @@ def prepare(o: Options) -> dict:
         if o.kind == "sft":
             (arrow_tmp / conversation.CHAT_TEMPLATE_FILE).write_text(conversation.CHAT_TEMPLATE, encoding="utf-8")
         summary = _summary(o, files, read, categories, stats, num_parts, part_summaries, missing, out_tokens, out_sup,
-                           tokenized_tokens, times=(t_start, t_setup, t_read, t_tok))
+                           tokenized_tokens, times=(t_start, t_setup, t_read, t_tok, t_pack))
         (arrow_tmp / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n",
                                               encoding="utf-8")
     if o.kind == "sft" and o.install_chat_template:
@@ -372,7 +373,7 @@ def _write_parts(jobs: list[_PartJob], tokens: tuple, num_proc: int):
 
 def _summary(o: Options, files, read, categories, stats, num_parts, part_summaries, missing, out_tokens, out_sup,
              tokenized_tokens, times) -> dict:
-    t_start, t_setup, t_read, t_tok = times
+    t_start, t_setup, t_read, t_tok, t_pack = times
     elapsed = time.perf_counter() - t_start
     dropped: dict[str, dict] = {}
     for s in stats.values():
@@ -410,6 +411,7 @@ def _summary(o: Options, files, read, categories, stats, num_parts, part_summari
         "categories_missing_from_parts": missing,
         "parts": part_summaries,
         "time_s": {"load_tokenizer": round(t_setup - t_start, 3), "read_validate": round(t_read - t_setup, 3), "tokenize": round(t_tok - t_read, 3),
+                   "pack": round(t_pack - t_tok, 3), "bin_write": round(time.perf_counter() - t_pack, 3),
                    "total": round(elapsed, 3)},
         "tokens_tokenized": tokenized_tokens,
         "tokens_per_s": round(tokenized_tokens / elapsed, 1) if elapsed > 0 else math.inf,
