@@ -300,7 +300,7 @@ def _prepare(o: Options) -> dict:
         meta["chat_template"] = conversation.CHAT_TEMPLATE
     part_summaries = []
     out_tokens = out_sup = 0
-    formatter = (IntListFormatter(min(IGNORE_INDEX, int(ids.min(initial=0))),
+    formatter = (IntListFormatter.for_range(min(IGNORE_INDEX, int(ids.min(initial=0))),
                                   max(int(ids.max(initial=0)), int(chunk_len.max(initial=0))))
                  if o.data_jsonl_output_dir else None)
     with ExitStack() as stack:

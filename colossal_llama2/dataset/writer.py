@@ -100,6 +100,12 @@ class IntListFormatter:
     temporaries stay in cache.
     """
 
+    MAX_VALUES = 1 << 22  # a wider value range is formatted by json.dumps instead (the table would be too big)
+
+    @classmethod
+    def for_range(cls, lo: int, hi: int) -> "IntListFormatter | None":
+        return cls(lo, hi) if hi - lo < cls.MAX_VALUES else None
+
     def __init__(self, lo: int, hi: int):
         texts = [f"{v}, ".encode("ascii") for v in range(lo, hi + 1)]
         self.lo = lo
@@ -128,7 +134,9 @@ def write_jsonl_part(part: PartArrays, path: Path, formatter: IntListFormatter |
         values = [a for a in (part.input_ids, part.labels, part.seq_lengths) if len(a)]
         lo = min((int(a.min()) for a in values), default=0)
         hi = max((int(a.max()) for a in values), default=0)
-        formatter = IntListFormatter(lo, hi)
+        formatter = IntListFormatter.for_range(lo, hi)
+    if formatter is None:
+        return _write_jsonl_part_json(part, path)
     cats = {c: json.dumps(c, ensure_ascii=False).encode("utf-8") for c in set(part.categories)}
     # first row of each block: a block ends once it holds tokens_per_block tokens (a row is never split)
     starts = np.searchsorted(part.row_offsets, np.arange(0, int(part.row_offsets[-1]), tokens_per_block), "right") - 1
@@ -152,3 +160,14 @@ def write_jsonl_part(part: PartArrays, path: Path, formatter: IntListFormatter |
                           b'], "category": ', cats[part.categories[r]],
                           b', "seq_lengths": [', seq[e:f - 2] if f > e else b"", b"]}\n"]
             fh.write(b"".join(lines))
+
+
+def _write_jsonl_part_json(part: PartArrays, path: Path) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        for r in range(part.num_rows):
+            t0, t1 = part.row_offsets[r], part.row_offsets[r + 1]
+            s0, s1 = part.seq_offsets[r], part.seq_offsets[r + 1]
+            fh.write(json.dumps({"input_ids": part.input_ids[t0:t1].tolist(), "labels": part.labels[t0:t1].tolist(),
+                                 "category": part.categories[r], "seq_lengths": part.seq_lengths[s0:s1].tolist()},
+                                ensure_ascii=False))
+            fh.write("\n")
