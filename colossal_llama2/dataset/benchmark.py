@@ -3,11 +3,14 @@
     python colossal_llama2/dataset/benchmark.py --tokenizer_dir TOK --workdir /tmp/prep_bench --mb 8
 
 Writes a synthetic pretraining corpus (English/Chinese lines of tests/data, shuffled) under --workdir,
-then reports tokens/s (best of --repeat runs, each in a fresh process) of: the raw tokenizer
-(``tokenizer(batch_of_texts)`` on every source and target, batches of 1,000, with 1 and 2 Rust
-threads), and ``prepare`` with 1 and 2 single-threaded workers: the tokenize stage and end to end
-(reading/validation + tokenize + packing + writing Arrow, and jsonl in the last row; the one-time
-tokenizer load is left out). Pin it to the cores you compare, e.g. ``taskset -c 0,1``.
+then reports tokens/s (best of --repeat rounds, each run in a fresh process) of: the raw tokenizer
+on every source and target in batches of 1,000 texts, both through ``tokenizer(batch)`` and through
+the Rust backend's ``encode_batch_fast`` (the faster of the two is the reference), with 1 and 2 Rayon
+threads (``RAYON_NUM_THREADS``, ``TOKENIZERS_PARALLELISM``); and ``prepare`` with 1 and 2
+single-threaded workers: the tokenize stage and end to end (reading/validation + tokenize + packing +
+writing Arrow, also jsonl in the ``prepare_jsonl`` rows; the one-time imports and tokenizer load are
+left out). Raw and prepare runs alternate within each round. Pin it to the cores you compare, e.g.
+``taskset -c 0,1``.
 """
 from __future__ import annotations
 
@@ -42,10 +45,16 @@ def write_corpus(path: Path, megabytes: float, seed: int = 0) -> int:
     return n
 
 
-def raw_tokenizer_speed(tokenizer_dir: str, corpus: Path, threads: int) -> tuple[float, int]:
+def raw_tokenizer_speed(tokenizer_dir: str, corpus: Path, api: str) -> tuple[float, int]:
+    """Tokens/s of the bare tokenizer over every source and target, in batches of 1,000 texts.
+
+    ``api="hf"``: ``tokenizer(batch)`` (transformers' call); ``api="backend"``: the Rust tokenizer's
+    ``encode_batch_fast`` and each encoding's ``.ids`` list, the least any use of the ids costs.
+    """
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    backend = tok.backend_tokenizer
     texts = []
     for line in corpus.read_text(encoding="utf-8").splitlines():
         rec = json.loads(line)
@@ -53,7 +62,10 @@ def raw_tokenizer_speed(tokenizer_dir: str, corpus: Path, threads: int) -> tuple
     t0 = time.perf_counter()
     total = 0
     for i in range(0, len(texts), 1000):
-        total += sum(map(len, tok(texts[i:i + 1000], add_special_tokens=False)["input_ids"]))
+        if api == "hf":
+            total += sum(map(len, tok(texts[i:i + 1000], add_special_tokens=False)["input_ids"]))
+        else:
+            total += sum(len(e.ids) for e in backend.encode_batch_fast(texts[i:i + 1000], add_special_tokens=False))
     return total / (time.perf_counter() - t0), total
 
 
@@ -86,15 +98,15 @@ def main(argv=None) -> int:
     p.add_argument("--workdir", required=True, help="scratch directory (corpus and outputs)")
     p.add_argument("--mb", type=float, default=8, help="size of the synthetic corpus in MB")
     p.add_argument("--max_length", type=int, default=4096, help="max_length for prepare")
-    p.add_argument("--repeat", type=int, default=3, help="runs per measurement; the best is reported")
+    p.add_argument("--repeat", type=int, default=3, help="rounds of all measurements; the best of each is reported")
     p.add_argument("--child", nargs=2, metavar=("WHAT", "N"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     work = Path(args.workdir)
     corpus = work / "in" / "corpus.jsonl"
     if args.child:  # one measurement in a fresh process, so tokenizer threads are set by its environment
         what, n = args.child[0], int(args.child[1])
-        if what == "raw":
-            speed, total = raw_tokenizer_speed(args.tokenizer_dir, corpus, n)
+        if what.startswith("raw_"):
+            speed, total = raw_tokenizer_speed(args.tokenizer_dir, corpus, what[4:])
             print(json.dumps({"tokens": total, "tokens_per_s": speed}))
         else:
             print(json.dumps(prepare_speed(args.tokenizer_dir, corpus, work / f"out{n}{what}", n, args.max_length,
@@ -102,19 +114,31 @@ def main(argv=None) -> int:
         return 0
     if not corpus.exists():
         write_corpus(corpus, args.mb)
-    print(f"corpus: {corpus} ({corpus.stat().st_size / 1e6:.1f} MB), cpus available: {len(os.sched_getaffinity(0))}")
+    print(f"corpus: {corpus} ({corpus.stat().st_size / 1e6:.1f} MB), cpus available: {len(os.sched_getaffinity(0))}, "
+          f"load average before: {os.getloadavg()[0]:.2f}")
     common = ["--tokenizer_dir", args.tokenizer_dir, "--workdir", args.workdir, "--max_length", str(args.max_length)]
-    for what, n in [("raw", 1), ("raw", 2), ("prepare", 1), ("prepare", 2), ("prepare_jsonl", 2)]:
-        runs = [_child(common + ["--child", what, str(n)], threads=n if what == "raw" else 1)
-                for _ in range(args.repeat)]
-        if what == "raw":
-            best = max(r["tokens_per_s"] for r in runs)
-            print(f"raw tokenizer, {n} thread(s): {runs[0]['tokens']} tokens, best {best:,.0f} tokens/s")
-        else:
-            tok = max(r["tokenize_stage"] for r in runs)
-            e2e = max(r["end_to_end"] for r in runs)
-            print(f"{what}, num_proc={n}: {runs[0]['tokens']} tokens, tokenize stage best {tok:,.0f} tokens/s, "
-                  f"end to end best {e2e:,.0f} tokens/s, fill rate {runs[0]['fill_rate']:.4f}")
+    # Raw and ours alternate within each round, so the machine's load hits both alike.
+    plan = [("raw_hf", n) for n in (1, 2)] + [("raw_backend", n) for n in (1, 2)] + \
+           [("prepare", 1), ("prepare", 2), ("prepare_jsonl", 1), ("prepare_jsonl", 2)]
+    runs: dict[tuple[str, int], list[dict]] = {key: [] for key in plan}
+    for _ in range(args.repeat):
+        for what, n in plan:  # raw: n Rayon threads; prepare: n single-threaded workers
+            runs[what, n].append(_child(common + ["--child", what, str(n)], threads=n if what.startswith("raw") else 1))
+    raw = {}
+    for n in (1, 2):
+        for api in ("hf", "backend"):
+            best = max(r["tokens_per_s"] for r in runs[f"raw_{api}", n])
+            raw[n] = max(raw.get(n, 0), best)
+            print(f"raw tokenizer ({api}), {n} thread(s): {runs[f'raw_{api}', n][0]['tokens']} tokens, "
+                  f"best {best:,.0f} tokens/s")
+    for what in ("prepare", "prepare_jsonl"):
+        for n in (1, 2):
+            r = runs[what, n]
+            tok, e2e = max(x["tokenize_stage"] for x in r), max(x["end_to_end"] for x in r)
+            print(f"{what}, num_proc={n}: {r[0]['tokens']} tokens, tokenize stage best {tok:,.0f} tokens/s "
+                  f"({tok / raw[n]:.0%} of the faster raw, {n} thread(s)), end to end best {e2e:,.0f} tokens/s "
+                  f"({e2e / raw[n]:.0%}), fill rate {r[0]['fill_rate']:.4f}")
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
     return 0
 
 

@@ -10,8 +10,10 @@ The two kinds differ only in the record parser (documents.py / conversation.py),
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
+import multiprocessing as mp
 import os
 import time
 from contextlib import ExitStack
@@ -30,10 +32,10 @@ from .bins import assign_parts
 from .documents import Record, pretrain_record_parser
 from .jsonl_reader import list_input_files, read_records
 from .mixing import FLAG as WEIGHTS_FLAG, category_rng, copies_for, parse_category_weights
-from .schema import FORMAT, SUMMARY_FILE, part_name
+from .schema import FORMAT, IGNORE_INDEX, SUMMARY_FILE, part_name
 from .splice import fill_rate, pack_best_fit_decreasing
 from .tokenization import encode_all
-from .writer import gather_part, save_arrow_part, write_jsonl_part
+from .writer import IntListFormatter, gather_part, save_arrow_part, write_jsonl_part
 
 logger = get_logger(__name__)
 
@@ -161,6 +163,18 @@ def _progress_bar(total: int, desc: str, unit: str, **kw):
 
 def prepare(o: Options) -> dict:
     """Run the whole preparation; return the summary (also written to summary.json)."""
+    # Millions of small records/tuples would trigger the cyclic garbage collector again and again (each
+    # pass walking the whole heap); preparation makes no reference cycles worth collecting meanwhile.
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _prepare(o)
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _prepare(o: Options) -> dict:
     t_start = time.perf_counter()
     _check_options(o)
     files = list_input_files(o.data_input_dirs)
@@ -172,6 +186,7 @@ def prepare(o: Options) -> dict:
         parse, fit = conversation.sft_record_parser(bos, eos), "turns"
     else:
         parse, fit = pretrain_record_parser(bos, eos), "chunk"
+    import datasets  # noqa: F401  (a one-time import of ~1 s, done with the tokenizer load, not mid-way)
 
     t_setup = time.perf_counter()
 
@@ -266,6 +281,7 @@ def prepare(o: Options) -> dict:
         entry["supervised_tokens"] += sup * int(copies[rec])
 
     # 5. Bins -> parts; write everything to temporary dirs, renamed only when all is written.
+    t_pack = time.perf_counter()
     seq_counts = {name: len(seqs) for name, seqs in sequences.items()}
     num_parts, part_bins = assign_parts(seq_counts, o.num_spliced_dataset_bins,
                                         lambda name: category_rng(o.seed, name, _SALT_BINS))
@@ -284,37 +300,39 @@ def prepare(o: Options) -> dict:
         meta["chat_template"] = conversation.CHAT_TEMPLATE
     part_summaries = []
     out_tokens = out_sup = 0
+    formatter = (IntListFormatter.for_range(min(IGNORE_INDEX, int(ids.min(initial=0))),
+                                  max(int(ids.max(initial=0)), int(chunk_len.max(initial=0))))
+                 if o.data_jsonl_output_dir else None)
     with ExitStack() as stack:
         arrow_tmp = stack.enter_context(atomic_directory(o.data_arrow_output_dir, overwrite=o.overwrite))
         jsonl_tmp = (stack.enter_context(atomic_directory(o.data_jsonl_output_dir, overwrite=o.overwrite))
                      if o.data_jsonl_output_dir else None)
+        jobs = []
+        for p in range(num_parts):
+            rows, row_cats = [], []
+            for name in categories:
+                for s in part_bins[name][p]:
+                    rows.append(sequences[name][int(s)])
+                    row_cats.append(name)
+            order = np.random.default_rng([o.seed, _SALT_ROWS, p]).permutation(len(rows))
+            jobs.append(_PartJob(p, [rows[i] for i in order], [row_cats[i] for i in order], arrow_tmp / part_name(p),
+                                 jsonl_tmp / f"{part_name(p)}.jsonl" if jsonl_tmp is not None else None,
+                                 dict(meta, part=p)))
         with _progress_bar(num_parts, "writing", "part") as bar:
-            for p in range(num_parts):
-                rows, row_cats = [], []
-                for name in categories:
-                    for s in part_bins[name][p]:
-                        rows.append(sequences[name][int(s)])
-                        row_cats.append(name)
-                order = np.random.default_rng([o.seed, _SALT_ROWS, p]).permutation(len(rows))
-                rows = [rows[i] for i in order]
-                row_cats = [row_cats[i] for i in order]
-                part = gather_part(ids, mask, chunk_start, chunk_len, rows, row_cats)
-                save_arrow_part(part, arrow_tmp / part_name(p), dict(meta, part=p))
-                if jsonl_tmp is not None:
-                    write_jsonl_part(part, jsonl_tmp / f"{part_name(p)}.jsonl")
-                sup_per_row = np.add.reduceat(part.labels != -100, part.row_offsets[:-1]) if part.num_rows else []
-                for name, sup in zip(row_cats, sup_per_row):
-                    stats[name]["supervised_tokens"] += int(sup)
-                counts = {name: row_cats.count(name) for name in categories}
-                part_summaries.append({"name": part_name(p), "samples": part.num_rows,
-                                       "tokens": int(len(part.input_ids)), "categories": counts})
-                out_tokens += len(part.input_ids)
-                out_sup += int((part.labels != -100).sum())
+            for job, (n_rows, n_tokens, n_sup, sup_by_cat) in zip(
+                    jobs, _write_parts(jobs, (ids, mask, chunk_start, chunk_len, formatter), o.num_proc)):
+                for name, sup in sup_by_cat.items():
+                    stats[name]["supervised_tokens"] += sup
+                counts = {name: job.row_cats.count(name) for name in categories}
+                part_summaries.append({"name": part_name(job.part), "samples": n_rows, "tokens": n_tokens,
+                                       "categories": counts})
+                out_tokens += n_tokens
+                out_sup += n_sup
                 bar.update(1)
         if o.kind == "sft":
             (arrow_tmp / conversation.CHAT_TEMPLATE_FILE).write_text(conversation.CHAT_TEMPLATE, encoding="utf-8")
         summary = _summary(o, files, read, categories, stats, num_parts, part_summaries, missing, out_tokens, out_sup,
-                           tokenized_tokens, times=(t_start, t_setup, t_read, t_tok))
+                           tokenized_tokens, times=(t_start, t_setup, t_read, t_tok, t_pack))
         (arrow_tmp / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n",
                                               encoding="utf-8")
     if o.kind == "sft" and o.install_chat_template:
@@ -323,9 +341,52 @@ def prepare(o: Options) -> dict:
     return summary
 
 
+@dataclass
+class _PartJob:
+    part: int
+    rows: list          # lists of chunk indices, in the part's (shuffled) order
+    row_cats: list      # category of each row
+    arrow_dir: Path
+    jsonl_path: Path | None
+    meta: dict
+
+
+_TOKENS = None  # (ids, mask, chunk_start, chunk_len, jsonl formatter), set in the parent before forking
+
+
+def _write_part(job: _PartJob) -> tuple[int, int, int, dict[str, int]]:
+    """Gather and write one part; return (rows, tokens, supervised tokens, supervised tokens per category)."""
+    ids, mask, chunk_start, chunk_len, formatter = _TOKENS
+    part = gather_part(ids, mask, chunk_start, chunk_len, job.rows, job.row_cats)
+    save_arrow_part(part, job.arrow_dir, job.meta)
+    if job.jsonl_path is not None:
+        write_jsonl_part(part, job.jsonl_path, formatter)
+    sup_by_cat: dict[str, int] = {}
+    if part.num_rows:
+        sup_per_row = np.add.reduceat(part.labels != IGNORE_INDEX, part.row_offsets[:-1])
+        for name, sup in zip(job.row_cats, sup_per_row.tolist()):
+            sup_by_cat[name] = sup_by_cat.get(name, 0) + sup
+    return part.num_rows, int(len(part.input_ids)), int((part.labels != IGNORE_INDEX).sum()), sup_by_cat
+
+
+def _write_parts(jobs: list[_PartJob], tokens: tuple, num_proc: int):
+    """Yield ``_write_part`` of each job in order; parts are independent files, so with fork they are
+    written by ``num_proc`` processes at once (each inherits the token arrays instead of receiving them)."""
+    global _TOKENS
+    _TOKENS = tokens
+    try:
+        if num_proc <= 1 or len(jobs) <= 1 or "fork" not in mp.get_all_start_methods():
+            yield from map(_write_part, jobs)
+            return
+        with mp.get_context("fork").Pool(min(num_proc, len(jobs))) as pool:
+            yield from pool.imap(_write_part, jobs, chunksize=1)
+    finally:
+        _TOKENS = None
+
+
 def _summary(o: Options, files, read, categories, stats, num_parts, part_summaries, missing, out_tokens, out_sup,
              tokenized_tokens, times) -> dict:
-    t_start, t_setup, t_read, t_tok = times
+    t_start, t_setup, t_read, t_tok, t_pack = times
     elapsed = time.perf_counter() - t_start
     dropped: dict[str, dict] = {}
     for s in stats.values():
@@ -363,6 +424,7 @@ def _summary(o: Options, files, read, categories, stats, num_parts, part_summari
         "categories_missing_from_parts": missing,
         "parts": part_summaries,
         "time_s": {"load_tokenizer": round(t_setup - t_start, 3), "read_validate": round(t_read - t_setup, 3), "tokenize": round(t_tok - t_read, 3),
+                   "pack": round(t_pack - t_tok, 3), "bin_write": round(time.perf_counter() - t_pack, 3),
                    "total": round(elapsed, 3)},
         "tokens_tokenized": tokenized_tokens,
         "tokens_per_s": round(tokenized_tokens / elapsed, 1) if elapsed > 0 else math.inf,

@@ -27,6 +27,7 @@ from .documents import Document
 FIT_POLICIES = ("chunk", "turns")
 
 _TOKENIZER = None  # set in the parent before forking, or by _init_worker under "spawn"
+_DOCS = None       # the documents, set in the parent before forking
 
 
 @dataclass
@@ -52,62 +53,69 @@ class EncodedBatch:
     drops: list[Drop] = field(default_factory=list)
 
 
+def _backend(tokenizer):
+    """The Rust tokenizer behind a Hugging Face fast tokenizer, set up as ``tokenizer(texts)`` would be.
+
+    Calling it directly gives the same ids as ``tokenizer(texts, add_special_tokens=False)`` without
+    the per-text Python conversion into a ``BatchEncoding`` (offsets, dicts), which cost ~10% of the
+    tokenize stage. Like ``tokenizer(...)`` it must not truncate or pad.
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
+    if backend.truncation is not None:
+        backend.no_truncation()
+    if backend.padding is not None:
+        backend.no_padding()
+    if hasattr(tokenizer, "split_special_tokens"):  # what transformers passes to the backend on each call
+        backend.encode_special_tokens = bool(tokenizer.split_special_tokens)
+    return backend
+
+
+def encode_texts(tokenizer, texts: list[str]) -> list[list[int]]:
+    """Ids of each text, no special tokens added: exactly ``tokenizer(texts, add_special_tokens=False)``."""
+    if not texts:
+        return []
+    backend = _backend(tokenizer)
+    encode = getattr(backend, "encode_batch_fast", backend.encode_batch)  # _fast: no offsets computed
+    return [e.ids for e in encode(texts, add_special_tokens=False)]
+
+
 def encode_documents(tokenizer, docs: Sequence[Document], fit: str, max_length: int) -> EncodedBatch:
     if fit not in FIT_POLICIES:
         raise ValueError(f"unknown fit policy {fit!r}")
+    if not docs:
+        empty = np.zeros(0, dtype=np.int64)
+        return EncodedBatch(np.zeros(0, dtype=np.int32), np.zeros(0, dtype=bool), empty, empty, empty, empty, empty,
+                            empty)
     texts = [value for doc in docs for turn in doc for value, _ in turn if isinstance(value, str)]
-    encoded = (tokenizer(texts, add_special_tokens=False, return_attention_mask=False,
-                         return_token_type_ids=False)["input_ids"] if texts else [])
-    pieces: list = []
-    piece_len: list[int] = []
-    piece_sup: list[bool] = []
-    turn_len: list[int] = []
-    doc_turns: list[int] = []
-    k = 0
-    for doc in docs:
-        doc_turns.append(len(doc))
-        for turn in doc:
-            length = 0
-            for value, supervised in turn:
-                if isinstance(value, str):
-                    ids = encoded[k]
-                    k += 1
-                else:
-                    ids = (value,)
-                pieces.append(ids)
-                piece_len.append(len(ids))
-                piece_sup.append(supervised)
-                length += len(ids)
-            turn_len.append(length)
-    lengths = np.asarray(piece_len, dtype=np.int64)
+    encoded = iter(encode_texts(tokenizer, texts))
+    pieces = [next(encoded) if isinstance(value, str) else (value,)
+              for doc in docs for turn in doc for value, _ in turn]
+    piece_sup = [supervised for doc in docs for turn in doc for _, supervised in turn]
+    turn_pieces = [len(turn) for doc in docs for turn in doc]
+    doc_turns = [len(doc) for doc in docs]
+    lengths = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))
     total = int(lengths.sum())
     ids = np.fromiter(chain.from_iterable(pieces), dtype=np.int32, count=total)
     mask = np.repeat(np.asarray(piece_sup, dtype=bool), lengths)
     sup_cum = np.concatenate([[0], np.cumsum(mask, dtype=np.int64)])
-    turn_end = np.cumsum(np.asarray(turn_len, dtype=np.int64))
+    piece_end = np.cumsum(lengths)
+    turn_end = piece_end[np.cumsum(np.asarray(turn_pieces, dtype=np.int64)) - 1] if turn_pieces else piece_end
     doc_last_turn = np.cumsum(np.asarray(doc_turns, dtype=np.int64)) - 1
+    doc_end = turn_end[doc_last_turn]
+    doc_start = np.concatenate([[0], doc_end[:-1]])
+    doc_tokens = doc_end - doc_start
+    doc_supervised = sup_cum[doc_end] - sup_cum[doc_start]
+    fits = doc_tokens <= max_length
+    doc_split = fits.astype(np.int64)
 
+    # Documents that fit are one chunk each (vectorised); only the long ones are cut in Python.
     chunk_doc: list[int] = []
     chunk_start: list[int] = []
     chunk_len: list[int] = []
     drops: list[Drop] = []
-    n = len(docs)
-    doc_tokens = np.zeros(n, dtype=np.int64)
-    doc_supervised = np.zeros(n, dtype=np.int64)
-    doc_split = np.zeros(n, dtype=np.int64)
-    first_turn = 0
-    for d in range(n):
-        last_turn = int(doc_last_turn[d])
-        start = int(turn_end[first_turn - 1]) if first_turn > 0 else 0
-        end = int(turn_end[last_turn])
-        doc_tokens[d] = end - start
-        doc_supervised[d] = sup_cum[end] - sup_cum[start]
-        if end - start <= max_length:
-            doc_split[d] = 1
-            chunk_doc.append(d)
-            chunk_start.append(start)
-            chunk_len.append(end - start)
-        elif fit == "chunk":
+    for d in np.flatnonzero(~fits).tolist():
+        start, end = int(doc_start[d]), int(doc_end[d])
+        if fit == "chunk":
             count = 0
             for s in range(start, end, max_length):
                 e = min(s + max_length, end)
@@ -121,7 +129,8 @@ def encode_documents(tokenizer, docs: Sequence[Document], fit: str, max_length: 
                 chunk_len.append(e - s)
             doc_split[d] = count
         else:  # "turns": longest prefix of whole turns that fits
-            ends = turn_end[first_turn:last_turn + 1]
+            first_turn = int(doc_last_turn[d - 1]) + 1 if d > 0 else 0
+            ends = turn_end[first_turn:int(doc_last_turn[d]) + 1]
             keep = int(np.searchsorted(ends, start + max_length, side="right"))
             if keep == 0:
                 drops.append(Drop(d, "first_turn_too_long", end - start, int(doc_supervised[d])))
@@ -132,9 +141,14 @@ def encode_documents(tokenizer, docs: Sequence[Document], fit: str, max_length: 
                 chunk_start.append(start)
                 chunk_len.append(cut - start)
                 drops.append(Drop(d, "turns_truncated", end - cut, int(sup_cum[end] - sup_cum[cut])))
-        first_turn = last_turn + 1
-    return EncodedBatch(ids, mask, np.asarray(chunk_doc, dtype=np.int64), np.asarray(chunk_start, dtype=np.int64),
-                        np.asarray(chunk_len, dtype=np.int64), doc_tokens, doc_supervised, doc_split, drops)
+    # Chunks in document order (and, within a document, in token order), as before.
+    c_doc = np.concatenate([np.flatnonzero(fits), np.asarray(chunk_doc, dtype=np.int64)])
+    c_start = np.concatenate([doc_start[fits], np.asarray(chunk_start, dtype=np.int64)])
+    c_len = np.concatenate([doc_tokens[fits], np.asarray(chunk_len, dtype=np.int64)])
+    order = np.argsort(c_start, kind="stable")
+    drops.sort(key=lambda drop: drop.doc)
+    return EncodedBatch(ids, mask, c_doc[order], c_start[order], c_len[order], doc_tokens, doc_supervised, doc_split,
+                        drops)
 
 
 def _init_worker(tokenizer_loader: Callable | None) -> None:
@@ -144,23 +158,32 @@ def _init_worker(tokenizer_loader: Callable | None) -> None:
         _TOKENIZER = tokenizer_loader()
 
 
-def _encode_job(job: tuple[Sequence[Document], str, int]) -> EncodedBatch:
+def _encode_job(job: tuple) -> EncodedBatch:
     docs, fit, max_length = job
+    if isinstance(docs, range):  # forked worker: the documents were inherited, only their range is sent
+        docs = _DOCS[docs.start:docs.stop]
     return encode_documents(_TOKENIZER, docs, fit, max_length)
 
 
 def encode_all(tokenizer, docs: Sequence[Document], fit: str, max_length: int, num_proc: int,
                batch_size: int = 256, tokenizer_loader: Callable | None = None) -> Iterator[EncodedBatch]:
     """Yield the ``EncodedBatch`` of each consecutive ``batch_size`` documents, in order."""
-    global _TOKENIZER
-    jobs = ((docs[i:i + batch_size], fit, max_length) for i in range(0, len(docs), batch_size))
+    global _TOKENIZER, _DOCS
     if num_proc <= 1:
-        for job in jobs:
-            yield encode_documents(tokenizer, *job)
+        for i in range(0, len(docs), batch_size):
+            yield encode_documents(tokenizer, docs[i:i + batch_size], fit, max_length)
         return
     _TOKENIZER = tokenizer
     method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
     ctx = mp.get_context(method)
-    with ctx.Pool(num_proc, initializer=_init_worker,
-                  initargs=(tokenizer_loader if method == "spawn" else None,)) as pool:
-        yield from pool.imap(_encode_job, jobs, chunksize=1)
+    if method == "fork":  # workers inherit the documents: no pickling of the text to them
+        _DOCS = docs
+        jobs = ((range(i, min(i + batch_size, len(docs))), fit, max_length) for i in range(0, len(docs), batch_size))
+    else:
+        jobs = ((docs[i:i + batch_size], fit, max_length) for i in range(0, len(docs), batch_size))
+    try:
+        with ctx.Pool(num_proc, initializer=_init_worker,
+                      initargs=(tokenizer_loader if method == "spawn" else None,)) as pool:
+            yield from pool.imap(_encode_job, jobs, chunksize=1)
+    finally:
+        _DOCS = None

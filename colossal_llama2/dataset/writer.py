@@ -90,7 +90,79 @@ def save_arrow_part(part: PartArrays, part_dir: Path, meta: dict) -> None:
     (part_dir / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def write_jsonl_part(part: PartArrays, path: Path) -> None:
+class IntListFormatter:
+    """Format many int lists as JSON text at numpy speed, byte-identical to ``json.dumps(list)``.
+
+    ``json.dumps`` of every id list was half of preparation's time. Instead every value in [lo, hi] gets
+    its text ``"123, "`` in a fixed-width byte table once (8 bytes: one uint64 per value while every text
+    fits); a block of values is then one table gather and one boolean compaction that drops each entry's
+    padding, and a list is a slice of that text. Blocks should stay small (~100k values) so the
+    temporaries stay in cache.
+    """
+
+    MAX_VALUES = 1 << 22  # a wider value range is formatted by json.dumps instead (the table would be too big)
+
+    @classmethod
+    def for_range(cls, lo: int, hi: int) -> "IntListFormatter | None":
+        return cls(lo, hi) if hi - lo < cls.MAX_VALUES else None
+
+    def __init__(self, lo: int, hi: int):
+        texts = [f"{v}, ".encode("ascii") for v in range(lo, hi + 1)]
+        self.lo = lo
+        self.width = max(8, max(map(len, texts)))
+        self.lengths = np.fromiter(map(len, texts), dtype=np.uint8, count=len(texts))
+        table = np.frombuffer(b"".join(t.ljust(self.width, b"\0") for t in texts), dtype=np.uint8)
+        self.table = table.view(np.uint64) if self.width == 8 else table.reshape(len(texts), self.width)
+        self.columns = np.arange(self.width, dtype=np.uint8)
+
+    def format(self, values: np.ndarray) -> tuple[bytes, np.ndarray]:
+        """(text of all values, byte offset of each value's start and of the end: len(values)+1)."""
+        idx = np.asarray(values, dtype=np.int64) - self.lo
+        lengths = self.lengths[idx]
+        cells = self.table[idx].view(np.uint8).reshape(len(idx), self.width)
+        text = cells[lengths[:, None] > self.columns].tobytes()
+        offsets = np.zeros(len(idx) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        return text, offsets
+
+
+def write_jsonl_part(part: PartArrays, path: Path, formatter: IntListFormatter | None = None,
+                     tokens_per_block: int = 1 << 17) -> None:
+    """One line per row, byte-identical to ``json.dumps({"input_ids", "labels", "category", "seq_lengths"},
+    ensure_ascii=False)``; rows are formatted about ``tokens_per_block`` tokens at a time."""
+    if formatter is None:
+        values = [a for a in (part.input_ids, part.labels, part.seq_lengths) if len(a)]
+        lo = min((int(a.min()) for a in values), default=0)
+        hi = max((int(a.max()) for a in values), default=0)
+        formatter = IntListFormatter.for_range(lo, hi)
+    if formatter is None:
+        return _write_jsonl_part_json(part, path)
+    cats = {c: json.dumps(c, ensure_ascii=False).encode("utf-8") for c in set(part.categories)}
+    # first row of each block: a block ends once it holds tokens_per_block tokens (a row is never split)
+    starts = np.searchsorted(part.row_offsets, np.arange(0, int(part.row_offsets[-1]), tokens_per_block), "right") - 1
+    bounds = sorted(set(starts.tolist()) | {0, part.num_rows})
+    with open(path, "wb") as fh:
+        for r0, r1 in zip(bounds[:-1], bounds[1:]):
+            t0, t1 = part.row_offsets[r0], part.row_offsets[r1]
+            s0, s1 = part.seq_offsets[r0], part.seq_offsets[r1]
+            ids, ids_at = formatter.format(part.input_ids[t0:t1])
+            lab, lab_at = formatter.format(part.labels[t0:t1])
+            seq, seq_at = formatter.format(part.seq_lengths[s0:s1])
+            tok = (part.row_offsets[r0:r1 + 1] - t0).tolist()
+            sq = (part.seq_offsets[r0:r1 + 1] - s0).tolist()
+            ids_at, lab_at, seq_at = ids_at[tok].tolist(), lab_at[tok].tolist(), seq_at[sq].tolist()
+            lines = []
+            for i, r in enumerate(range(r0, r1)):
+                # each value's text ends with ", "; a list drops the last one (an empty list stays empty)
+                a, b, c, d, e, f = ids_at[i], ids_at[i + 1], lab_at[i], lab_at[i + 1], seq_at[i], seq_at[i + 1]
+                lines += [b'{"input_ids": [', ids[a:b - 2] if b > a else b"",
+                          b'], "labels": [', lab[c:d - 2] if d > c else b"",
+                          b'], "category": ', cats[part.categories[r]],
+                          b', "seq_lengths": [', seq[e:f - 2] if f > e else b"", b"]}\n"]
+            fh.write(b"".join(lines))
+
+
+def _write_jsonl_part_json(part: PartArrays, path: Path) -> None:
     with open(path, "w", encoding="utf-8") as fh:
         for r in range(part.num_rows):
             t0, t1 = part.row_offsets[r], part.row_offsets[r + 1]
