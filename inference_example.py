@@ -24,6 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top_p", type=float, default=0.95, help="Nucleus (top-p) filtering when sampling.")
     p.add_argument("--seed", type=int, default=None, help="Random seed, for reproducible sampling.")
     p.add_argument("--input_txt", required=True, help="The prompt.")
+    p.add_argument("--chat", action="store_true",
+                   help="Send --input_txt as one user turn in the model's chat template (SFT-trained models).")
+    p.add_argument("--system", default=None, help="With --chat: an optional system message before the turn.")
     return p
 
 
@@ -35,7 +38,7 @@ def main(argv=None) -> int:
         transformers.set_seed(args.seed)
     model, tokenizer = load_model_and_tokenizer(args.model_path, args.device)
     gen = generation_kwargs(tokenizer, args.max_new_tokens, args.do_sample, args.temperature, args.top_k, args.top_p)
-    print(generate_continuation(model, tokenizer, args.input_txt, **gen))
+    print(generate_continuation(model, tokenizer, args.input_txt, chat=args.chat, system=args.system, **gen))
     return 0
 
 

@@ -113,7 +113,7 @@ def main(argv=None) -> int:
     banner("1/7 tiny LLaMA-2-like base model (stand-in for a downloaded one)")
     base = out / "base_model"
     run([py, "-c", "import sys; from colossal_llama2.tiny_base import build_tiny_tokenizer, build_tiny_llama; "
-         "t = build_tiny_tokenizer([sys.argv[1]], sys.argv[2], vocab_size=2000); "
+         "t = build_tiny_tokenizer([sys.argv[1]], sys.argv[2], vocab_size=1000); "
          "build_tiny_llama(t, sys.argv[3], hidden_size=128, intermediate_size=352, num_hidden_layers=4, "
          "num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=1024)",
          DEMO_DATA / "base_english.txt", out / "base_tokenizer", base])
@@ -142,8 +142,8 @@ def main(argv=None) -> int:
     banner(f"5/7 training with colossalai run ({plugin}, {nproc} ranks)")
     stages = [
         ("pretrain-embeddings", model_dir, "pretrain", ["--freeze_non_embeds_params", "--lr", "3e-3", "--num_epochs", "1"]),
-        ("pretrain-full", None, "pretrain", ["--lr", "2e-3", "--num_epochs", "2"]),
-        ("sft-neftune", None, "sft", ["--lr", "1e-3", "--num_epochs", "3", "--use_neft"]),
+        ("pretrain-full", None, "pretrain", ["--lr", "2e-3", "--num_epochs", "4"]),
+        ("sft-neftune", None, "sft", ["--lr", "1e-3", "--num_epochs", "4", "--use_neft"]),
     ]
     metrics = {}
     previous = None
@@ -164,20 +164,28 @@ def main(argv=None) -> int:
             print(f"{name}: {len(rows)} steps, loss {rows[0]['loss']:.3f} -> {rows[-1]['loss']:.3f}")
 
     banner("6/7 generate from the final model (plain transformers)")
-    for prompt in ("Translate into Chinese: The teacher likes green tea very much.", "冬天，老师"):
-        print(f"prompt: {prompt!r}")
+    generations = {}
+    for prompt, chat in (("Translate into Chinese: The teacher likes green tea very much.", True),
+                         ("把这句话翻译成英文：冬天，老师在图书馆里看书。", True), ("冬天，老师", False)):
+        print(f"{'chat turn' if chat else 'plain prompt'}: {prompt!r}")
         text = run([py, "inference_example.py", "--model_path", previous, "--device", "cuda:0" if cuda else "cpu",
-                    "--max_new_tokens", "32", "--do_sample", "False", "--input_txt", prompt], capture=True)
-        print(f"continuation: {text.strip()!r}")
+                    "--max_new_tokens", "32", "--do_sample", "False", "--input_txt", prompt,
+                    *(["--chat"] if chat else [])], capture=True)
+        generations[prompt] = text.strip()
+        print(f"model: {generations[prompt]!r}")
 
     banner("7/7 loss curves")
     png = out / "loss_curves.png"
     plot_losses(metrics, png)
+    report = {"final_model": str(previous), "generations": generations, "seconds": round(time.time() - started, 1),
+              "stages": {name: {"steps": len(rows), "first_loss": rows[0]["loss"], "last_loss": rows[-1]["loss"]}
+                         for name, rows in ((n, read_metrics(f)) for n, f in metrics.items()) if rows}}
+    (out / "demo_report.json").write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
     print(f"\nDone in {time.time() - started:.0f} s. Outputs in {out}:")
     for path, what in ((base, "stand-in base model"), (tokenizer_dir, "extended tokenizer"),
                        (model_dir, "grown model"), (data, "prepared datasets"), (out / "checkpoints", "checkpoints"),
                        (previous, "final model (load with from_pretrained)"), (out / "tensorboard", "metrics"),
-                       (png, "loss curves")):
+                       (png, "loss curves"), (out / "demo_report.json", "summary of this run")):
         print(f"  {what:42s} {path}")
     return 0
 

@@ -58,14 +58,32 @@ def generation_kwargs(tokenizer, max_new_tokens: int, do_sample: bool, temperatu
     return kwargs
 
 
-def generate_continuation(model, tokenizer, prompt: str, **gen_kwargs) -> str:
-    """Return only the text generated after ``prompt`` (special tokens removed)."""
+def require_chat_template(tokenizer) -> None:
+    if not getattr(tokenizer, "chat_template", None):
+        raise UserInputError("the tokenizer has no chat_template; models trained on prepare_sft_dataset.py data "
+                             "carry it in their modeling/ dir (or prepare SFT data with --install_chat_template)",
+                             "--model_path")
+
+
+def generate_continuation(model, tokenizer, prompt: str, chat: bool = False, system: str | None = None,
+                          **gen_kwargs) -> str:
+    """Return only the text generated after ``prompt`` (special tokens removed).
+
+    With ``chat`` the prompt is one user turn rendered by the tokenizer's chat template (after an optional
+    system turn), ending with the assistant's cue: the format SFT taught the model.
+    """
     import torch
 
-    inputs = tokenizer(prompt, return_tensors="pt").to(model.device)
+    if chat:
+        require_chat_template(tokenizer)
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+        input_ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt")
+    else:
+        input_ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
+    input_ids = input_ids.to(model.device)
     with torch.no_grad():
-        output = model.generate(**inputs, **gen_kwargs)
-    return tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+        output = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **gen_kwargs)
+    return tokenizer.decode(output[0, input_ids.shape[1]:], skip_special_tokens=True)
 
 
 def stream_reply(model, tokenizer, messages: list[dict], write: Callable[[str], None], **gen_kwargs) -> str:
@@ -99,9 +117,7 @@ def chat_loop(model, tokenizer, lines: Iterable[str], out: TextIO, system: str |
     The turns are formatted by the tokenizer's ``chat_template``, the one data preparation wrote, so the
     model is spoken to in the format it was fine-tuned on.
     """
-    if not getattr(tokenizer, "chat_template", None):
-        raise UserInputError("the tokenizer has no chat_template; prepare SFT data with prepare_sft_dataset.py "
-                             "(it stores the template) or pass a model directory that has one", "--model_path")
+    require_chat_template(tokenizer)
     messages: list[dict] = [{"role": "system", "content": system}] if system else []
     turns = 0
     out.write(">>> ")

@@ -76,5 +76,9 @@ def test_stream_chat_uses_the_chat_template_and_keeps_history(tiny_model_dir, tm
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout == f">>> {reply1}\n>>> {reply2}\n>>> \n"
 
+    one_shot = run_script(["inference_example.py", "--model_path", model_dir, "--device", "cpu", "--max_new_tokens", "6",
+                           "--do_sample", "False", "--chat", "--input_txt", "hello there"])
+    assert one_shot.returncode == 0 and one_shot.stdout == reply1 + "\n", one_shot.stderr[-2000:]
+
     plain = run_script(["stream_chat_example.py", "--model_path", tiny_model_dir, "--device", "cpu"], input_text="hi\n")
     assert plain.returncode == 2 and "chat_template" in plain.stderr

@@ -48,6 +48,18 @@ class TokenizedDataset:
     def kinds(self) -> set[str]:
         return {m["kind"] for m in self.metas}
 
+    @property
+    def chat_template(self) -> str | None:
+        """The conversation template SFT data was rendered with (None for pretraining data).
+
+        Parts prepared with different templates cannot be mixed: the model would learn two formats.
+        """
+        templates = {m["chat_template"] for m in self.metas if m.get("chat_template")}
+        if len(templates) > 1:
+            raise UserInputError("the dataset parts were prepared with different chat templates; prepare them "
+                                 "again with one template", where="--dataset")
+        return templates.pop() if templates else None
+
     def __len__(self) -> int:
         return len(self.dataset)
 

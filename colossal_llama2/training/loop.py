@@ -132,6 +132,10 @@ def train(args: argparse.Namespace) -> int:
     dp_size, dp_rank, dp_group = _dp_info(plugin, args.plugin)
 
     tokenizer = AutoTokenizer.from_pretrained(args.pretrained)
+    if data.chat_template and tokenizer.chat_template != data.chat_template:
+        # Saved into every modeling/ dir, so chat and inference render turns exactly as SFT data did.
+        tokenizer.chat_template = data.chat_template
+        logger.info("SFT data: its chat template will be saved with the model's tokenizer")
     pad_id = tokenizer.eos_token_id if args.pad_token == "eos" else tokenizer.unk_token_id
     if args.config_file and is_main:
         atomic_write_text(args.config_file, json.dumps(vars(args), indent=2, sort_keys=True))
