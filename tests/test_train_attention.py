@@ -7,6 +7,7 @@ from transformers import AutoModelForCausalLM
 
 from colossal_llama2.dataset.loader import PaddingCollator
 from colossal_llama2.training.attention import block_causal_mask, model_inputs
+from colossal_llama2.training import varlen_attention
 from colossal_llama2.training.neftune import NEFTune
 
 
@@ -16,8 +17,10 @@ def logits_of(model, batch, isolate=True):
                                     isolate_documents=isolate, mask_dtype=torch.float32)).logits
 
 
-@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("attn", ["sdpa", "eager", "varlen"])
 def test_packed_documents_are_isolated(tiny_model_dir, attn):
+    if attn == "varlen":  # the CUDA default; on CPU the same path runs with its per-segment reference kernel
+        attn = varlen_attention.register()
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation=attn).eval()
     g = torch.Generator().manual_seed(0)
     doc_a = [1] + torch.randint(3, 600, (9,), generator=g).tolist()
@@ -35,6 +38,12 @@ def test_packed_documents_are_isolated(tiny_model_dir, attn):
     # The check can fail: with a plain causal mask document b sees document a and its logits change.
     leaky = logits_of(model, packed, isolate=False)
     assert (leaky[0, 10:22] - alone_b[0, :12]).abs().max() > 1e-3
+
+
+def test_varlen_segments_cover_documents_and_padding():
+    ids = torch.tensor([[0, 0, 0, 1, 1, -1], [0, 0, 0, 0, -1, -1]])
+    cu, longest = varlen_attention.cu_seq_lens_from_document_ids(ids)
+    assert cu.dtype == torch.int32 and cu.tolist() == [0, 3, 5, 6, 10, 12] and longest == 4
 
 
 def test_block_causal_mask_shape_and_values():

@@ -56,6 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
     a("--peak_tflops_per_device", type=float, default=None,
       help="Peak dense TFLOP/s of one device for MFU (default: known GPUs by name, else MFU is not reported).")
     a("--max_steps", type=int, default=0, help="Stop after this many optimizer steps in total (0: no limit).")
+    a("--attention", default="auto", choices=("auto", "sdpa", "varlen", "flash_attn"),
+      help="Attention kernel. auto: flash-attn 2 with --use_flash_attn if importable, else torch's varlen flash "
+           "kernel on CUDA (packed documents isolated without a mask), else SDPA with a block mask.")
+    a("--random_init", action="store_true",
+      help="Initialise weights randomly from --pretrained's config.json instead of loading them (benchmarks).")
+    a("--no_save", action="store_true", help="Write no checkpoint at all, not even at the end (benchmarks).")
+    a("--profile_steps", default=None, metavar="FIRST:LAST",
+      help="Profile optimizer steps FIRST..LAST with torch.profiler; rank 0 writes <tensorboard_dir>/profile.txt.")
     return p
 
 

@@ -7,6 +7,8 @@ attending to the one before it:
   passed as ``attention_mask``; HF uses a 4-D mask as given. Padding tokens attend only to padding.
 * flash_attention_2: ``attention_mask=None`` plus per-document ``position_ids``; transformers then
   runs flash-attn's varlen kernel with one sequence per document (the batch is flattened).
+* colossal_varlen (CUDA default, see varlen_attention.py): torch's varlen flash kernel over per-document
+  offsets; no mask tensor at all.
 * the 3d plugin (shardformer) replaces LlamaAttention's forward and builds its own causal mask from a
   2-D padding mask: documents in one sample are NOT isolated there (position ids still restart).
 A batch whose samples hold one document each gets the plain 2-D padding mask (cheaper, same result).
@@ -22,12 +24,30 @@ from ..utils.logging import get_logger
 logger = get_logger(__name__)
 
 
-def choose_attn_implementation(use_flash_attn: bool, cuda: bool) -> str:
-    if use_flash_attn:
+def choose_attn_implementation(use_flash_attn: bool, cuda: bool, attention: str = "auto",
+                               plugin: str | None = None) -> str:
+    """The transformers attention implementation to build the model with.
+
+    auto: flash-attn 2 with --use_flash_attn when importable; otherwise, on CUDA, torch's varlen flash
+    kernel (packed documents isolated at flash speed); otherwise SDPA. The 3d plugin's shardformer
+    replaces attention itself, so it always gets SDPA.
+    """
+    from . import varlen_attention
+
+    if attention == "flash_attn" or (attention == "auto" and use_flash_attn):
         if cuda and importlib.util.find_spec("flash_attn") is not None:
             return "flash_attention_2"
-        logger.warning("--use_flash_attn: flash-attn is not importable%s; using torch SDPA",
-                       "" if cuda else " (no CUDA)")
+        logger.warning("flash-attn is not importable%s; using %s", "" if cuda else " (no CUDA)",
+                       "torch's varlen flash kernel" if cuda and plugin != "3d" else "torch SDPA")
+        attention = "auto"
+    if attention == "varlen" or (attention == "auto" and cuda and plugin != "3d"):
+        if plugin == "3d":
+            logger.warning("--attention varlen does not apply to the 3d plugin (shardformer owns attention); "
+                           "using SDPA")
+            return "sdpa"
+        if varlen_attention.varlen_available(cuda):
+            return varlen_attention.register()
+        logger.warning("torch.nn.attention.varlen is not available in this torch; using SDPA")
     return "sdpa"
 
 
@@ -44,9 +64,17 @@ def block_causal_mask(document_ids: torch.Tensor, dtype: torch.dtype) -> torch.T
 
 def model_inputs(batch: dict, *, attn_implementation: str, isolate_documents: bool, mask_dtype: torch.dtype) -> dict:
     """The keyword arguments for the model's forward from a collated batch."""
+    from .varlen_attention import ATTN_NAME, cu_seq_lens_from_document_ids
+
     inputs = {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"]}
     packed = isolate_documents and bool((batch["document_ids"] > 0).any())
-    if attn_implementation == "flash_attention_2" and isolate_documents:
+    if attn_implementation == ATTN_NAME:
+        # Every document and every padding run is its own causal segment: with or without packing.
+        cu, longest = cu_seq_lens_from_document_ids(batch["document_ids"] if isolate_documents
+                                                    else (batch["attention_mask"] - 1))
+        inputs.update(attention_mask=None, cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=longest,
+                      max_length_k=longest)
+    elif attn_implementation == "flash_attention_2" and isolate_documents:
         inputs["attention_mask"] = None  # varlen from position ids (padding rides with the last document)
     elif packed:
         inputs["attention_mask"] = block_causal_mask(batch["document_ids"], mask_dtype)

@@ -31,6 +31,7 @@ from .freeze import freeze_non_embedding_params
 from .metrics import MetricsWriter, device_peak_tflops, flops_per_token, peak_memory
 from .neftune import NEFTune
 from .optim import default_warmup_steps, make_optimizer, make_scheduler
+from .profiling import StepProfiler
 from .plugins import LAZY_INIT_PLUGINS, check_plugin_args, make_plugin, precision_for
 
 logger = get_logger(__name__)
@@ -85,8 +86,19 @@ def validate_inputs(args: argparse.Namespace, cuda: bool, world_size: int):
         raise UserInputError(f"above the model's max_position_embeddings {max_pos}", where="--max_length")
     if args.load_checkpoint:
         ckpt.checkpoint_kind(args.load_checkpoint)
-    ckpt.weights_path(pretrained)
+    if not args.random_init:
+        ckpt.weights_path(pretrained)
+    if args.profile_steps and not _parse_profile_steps(args.profile_steps):
+        raise UserInputError("expected FIRST:LAST optimizer steps, e.g. 10:12", where="--profile_steps")
     return config, data, eval_data
+
+
+def _parse_profile_steps(text: str) -> tuple[int, int] | None:
+    try:
+        first, last = (int(x) for x in text.split(":"))
+    except ValueError:
+        return None
+    return (first, last) if 1 <= first <= last else None
 
 
 def _dp_info(plugin, plugin_name: str) -> tuple[int, int, object]:
@@ -119,7 +131,7 @@ def train(args: argparse.Namespace) -> int:
     is_main = rank == 0
     device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
 
-    attn_impl = choose_attn_implementation(args.use_flash_attn, cuda)
+    attn_impl = choose_attn_implementation(args.use_flash_attn, cuda, args.attention, args.plugin)
     isolate_documents = args.plugin != "3d"
     logger.info("plugin %s, precision %s, attention %s, packed documents %s, world size %d", args.plugin, precision,
                 attn_impl, "isolated" if isolate_documents else "NOT isolated (shardformer builds its own mask)",
@@ -145,6 +157,10 @@ def train(args: argparse.Namespace) -> int:
     load_after_boost = args.plugin in LAZY_INIT_PLUGINS
     if load_after_boost:
         with LazyInitContext(default_device=device):
+            model = AutoModelForCausalLM.from_config(config, attn_implementation=attn_impl, torch_dtype=torch.float32)
+    elif args.random_init:
+        torch.manual_seed(args.seed)  # identical on every rank
+        with torch.device(device):
             model = AutoModelForCausalLM.from_config(config, attn_implementation=attn_impl, torch_dtype=torch.float32)
     else:
         model = AutoModelForCausalLM.from_pretrained(args.pretrained, attn_implementation=attn_impl,
@@ -173,7 +189,7 @@ def train(args: argparse.Namespace) -> int:
                                use_hybrid_adam=args.plugin != "ddp")
     lr_scheduler = make_scheduler(optimizer, warmup_steps=warmup, total_steps=total_steps)
     model, optimizer, _, _, lr_scheduler = booster.boost(model, optimizer, lr_scheduler=lr_scheduler)
-    if load_after_boost:
+    if load_after_boost and not args.random_init:
         booster.load_model(model, ckpt.weights_path(args.pretrained))
 
     start_epoch, start_step_in_epoch, global_step = 0, 0, 0
@@ -260,7 +276,9 @@ def train(args: argparse.Namespace) -> int:
         metrics.log(step, values)
         logger.info("eval at step %d: %s", step, ", ".join(f"{k}={v:.4f}" for k, v in values.items()))
 
-    def save(epoch: int, step_in_epoch: int) -> Path:
+    def save(epoch: int, step_in_epoch: int) -> Path | None:
+        if args.no_save:
+            return None
         running = {"step_in_epoch": step_in_epoch, "sampler": sampler.state_dict(),
                    "consumed_samples_global": global_step_samples[0]}
         return ckpt.save_checkpoint(booster, model, optimizer, lr_scheduler, save_dir=args.save_dir, epoch=epoch,
@@ -271,6 +289,8 @@ def train(args: argparse.Namespace) -> int:
 
     global_step_samples = [global_step * args.micro_batch_size * args.accumulation_steps * dp_size]
     bar = tqdm(total=total_steps, initial=global_step, disable=not is_main, desc="train", dynamic_ncols=True)
+    profiler = StepProfiler(_parse_profile_steps(args.profile_steps) if args.profile_steps else None,
+                            args.tensorboard_dir, enabled=is_main)
     t_start = time.time()
     last_saved = global_step if args.load_checkpoint else -1
     stopped_by = None
@@ -288,6 +308,7 @@ def train(args: argparse.Namespace) -> int:
             step_in_epoch = start_step_in_epoch if epoch == start_epoch else 0
             batches = iter(loader)
             while step_in_epoch < steps_per_epoch and global_step < total_steps:
+                profiler.before_step(global_step + 1)
                 t0 = time.time()
                 window = []
                 for _ in range(args.accumulation_steps):
@@ -336,6 +357,7 @@ def train(args: argparse.Namespace) -> int:
                           "tflops": tflops, "mfu": tflops / (peak * world_size) if peak else None,
                           "epoch": epoch, "elapsed": time.time() - t_start}
                 metrics.log(global_step, values)
+                profiler.after_step(global_step)
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
                 if args.eval_interval and global_step % args.eval_interval == 0:

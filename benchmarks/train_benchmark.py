@@ -1,0 +1,214 @@
+#!/usr/bin/env python
+"""Benchmark train.py's own training step on random-init LLaMA shapes.
+
+Every configuration runs the real train.py (same model code, plugin setup, data path, loss) under
+torchrun with ``--random_init --no_save`` on a synthetic dataset in the prepared-data format, and reads
+its metrics.jsonl. Reported per GPU: tokens/s and model TFLOP/s (median over the steps after warm-up;
+FLOPs per token = 6*params + 12*layers*hidden*seq, recomputation not counted), MFU against a bf16 matmul
+ceiling measured here on the same GPU, and peak device memory.
+
+    python benchmarks/train_benchmark.py --shapes 1b --plugins zero2,gemini,3d --grad_ckpt both
+    python benchmarks/train_benchmark.py --shapes 7b --plugins zero2,3d --nproc 2
+    python benchmarks/train_benchmark.py --shapes tiny --plugins ddp --nproc 2 --seq_len 256   # CPU smoke
+
+Writes <out_dir>/results.json and <out_dir>/results.md (a markdown table).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+VOCAB = 69_104  # LLaMA-2's 32,000 extended with Chinese pieces, as in the seed
+SHAPES = {
+    "tiny": dict(hidden_size=128, intermediate_size=352, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=4, vocab_size=2048),
+    "1b": dict(hidden_size=2048, intermediate_size=5376, num_hidden_layers=16, num_attention_heads=16,
+               num_key_value_heads=16, vocab_size=VOCAB),
+    "7b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+               num_key_value_heads=32, vocab_size=VOCAB),
+}
+
+
+def matmul_ceiling_tflops(n: int = 8192, iters: int = 30) -> float | None:
+    """Dense bf16 matmul throughput of this GPU (the MFU denominator)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    for _ in range(5):
+        a @ b
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(iters):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        a @ b
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    return 2 * n**3 / statistics.median(times) / 1e12
+
+
+def write_model_dir(shape: str, seq_len: int, out: Path) -> Path:
+    """config.json of the shape + a small tokenizer (train.py reads pad/eos ids and saves it with models)."""
+    from transformers import LlamaConfig
+
+    from colossal_llama2.tiny_base import build_tiny_tokenizer
+
+    if (out / "config.json").exists():
+        return out
+    build_tiny_tokenizer([REPO_ROOT / "examples" / "demo_data" / "base_english.txt"], out, vocab_size=600)
+    LlamaConfig(**SHAPES[shape], max_position_embeddings=max(4096, seq_len), rms_norm_eps=1e-5,
+                tie_word_embeddings=False, torch_dtype="bfloat16").save_pretrained(out)
+    return out
+
+
+def write_dataset(out: Path, *, vocab: int, seq_len: int, samples: int, docs_per_sample: int, seed: int = 0) -> Path:
+    """Packed pretraining samples in the prepared-data format; token ids Zipf-distributed (learnable)."""
+    import numpy as np
+    from datasets import Dataset
+
+    from colossal_llama2.dataset.schema import FORMAT, META_FILE, part_name
+
+    part = out / part_name(0)
+    if part.exists():
+        return out
+    rng = np.random.default_rng(seed)
+    ranks = np.arange(1, vocab - 2)
+    probs = 1.0 / ranks
+    probs /= probs.sum()
+    ids = (rng.choice(ranks, size=(samples, seq_len), p=probs) + 2).astype(np.int32)
+    cuts = [sorted(rng.choice(np.arange(1, seq_len), docs_per_sample - 1, replace=False).tolist())
+            for _ in range(samples)]
+    seq_lengths = [np.diff([0, *c, seq_len]).astype(np.int32).tolist() for c in cuts]
+    Dataset.from_dict({"input_ids": ids.tolist(), "labels": ids.tolist(), "category": ["synthetic"] * samples,
+                       "seq_lengths": seq_lengths}).save_to_disk(str(part))
+    (part / META_FILE).write_text(json.dumps({"format": FORMAT, "kind": "pretrain", "max_length": seq_len,
+                                              "vocab_size": vocab, "tokenizer_dir": "synthetic",
+                                              "bos_token_id": 1, "eos_token_id": 2}))
+    return out
+
+
+def run_config(args, shape: str, plugin: str, grad_ckpt: bool, model_dir: Path, data_dir: Path,
+               out: Path, extra: list[str]) -> dict:
+    name = f"{shape}-{plugin}-{'ckpt' if grad_ckpt else 'nockpt'}{'-' + args.tag if args.tag else ''}"
+    run_dir = out / name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(args.nproc),
+           "--master_port", str(args.master_port), str(REPO_ROOT / "train.py"),
+           "--pretrained", str(model_dir), "--random_init", "--no_save", "--dataset", str(data_dir),
+           "--plugin", plugin, "--max_length", str(args.seq_len), "--micro_batch_size", str(args.micro_batch_size),
+           "--max_steps", str(args.steps), "--warmup_steps", "2", "--lr", "3e-4", "--padding_mode", "longest",
+           "--save_dir", str(run_dir / "ckpt"), "--tensorboard_dir", str(run_dir), "--config_file",
+           str(run_dir / "config.json"), "--seed", "0", "--attention", args.attention]
+    if plugin != "ddp" or args.nproc_gpu:
+        cmd += ["--mixed_precision", args.precision]
+    if grad_ckpt:
+        cmd.append("--use_grad_checkpoint")
+    if args.profile:
+        cmd += ["--profile_steps", f"{args.warmup + 1}:{args.warmup + 3}"]
+    cmd += extra
+    print(f"\n### {name}\n$ {' '.join(cmd)}", flush=True)
+    started = time.time()
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          env=dict(os.environ, PYTHONPATH=str(REPO_ROOT), HF_HUB_OFFLINE="1",
+                                   TOKENIZERS_PARALLELISM="false"))
+    (run_dir / "log.txt").write_text(proc.stdout)
+    result = {"name": name, "shape": shape, "plugin": plugin, "grad_ckpt": grad_ckpt, "nproc": args.nproc,
+              "seq_len": args.seq_len, "micro_batch_size": args.micro_batch_size, "attention": args.attention,
+              "extra": extra, "wall_s": round(time.time() - started, 1), "ok": proc.returncode == 0}
+    if proc.returncode != 0:
+        result["error"] = proc.stdout[-3000:]
+        print(f"FAILED ({proc.returncode}):\n{proc.stdout[-3000:]}", flush=True)
+        return result
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if "tokens_per_s" in r]
+    timed = [r for r in rows if r["step"] > args.warmup] or rows
+    peak = re.findall(r'"peak_device_memory_gib": ([\d.]+)', proc.stdout)
+    tps = statistics.median(r["tokens_per_s"] for r in timed) / args.nproc
+    tflops = statistics.median(r["tflops"] for r in timed) / args.nproc
+    result.update(tokens_per_s_per_gpu=round(tps, 1), tflops_per_gpu=round(tflops, 2),
+                  mfu=round(tflops / args.ceiling, 4) if args.ceiling else None,
+                  peak_device_memory_gib=float(peak[-1]) if peak else None,
+                  losses=[round(r["loss"], 5) for r in rows], timed_steps=len(timed))
+    print(f"{name}: {tps:,.0f} tokens/s/GPU, {tflops:.1f} TFLOP/s/GPU, MFU "
+          f"{result['mfu'] if result['mfu'] is not None else 'n/a'}, peak {result['peak_device_memory_gib']} GiB",
+          flush=True)
+    return result
+
+
+def markdown(results: list[dict], ceiling: float | None, device: str) -> str:
+    lines = [f"Device: {device}; bf16 matmul ceiling measured: "
+             f"{f'{ceiling:.0f} TFLOP/s' if ceiling else 'n/a (no GPU)'}", "",
+             "| config | GPUs | tokens/s/GPU | TFLOP/s/GPU | MFU | peak mem GiB |", "|---|---|---|---|---|---|"]
+    for r in results:
+        if not r["ok"]:
+            lines.append(f"| {r['name']} | {r['nproc']} | failed | | | |")
+            continue
+        mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "n/a"
+        lines.append(f"| {r['name']} | {r['nproc']} | {r['tokens_per_s_per_gpu']:,.0f} | {r['tflops_per_gpu']:.1f} "
+                     f"| {mfu} | {r['peak_device_memory_gib']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--shapes", default="1b", help=f"Comma-separated model shapes: {', '.join(SHAPES)}.")
+    p.add_argument("--plugins", default="zero2,gemini,3d", help="Comma-separated train.py plugins.")
+    p.add_argument("--grad_ckpt", default="off", choices=("off", "on", "both"), help="Gradient checkpointing.")
+    p.add_argument("--nproc", type=int, default=None, help="Processes (GPUs); default: all visible GPUs, or 2 on CPU.")
+    p.add_argument("--seq_len", type=int, default=4096, help="Sequence length.")
+    p.add_argument("--micro_batch_size", type=int, default=1, help="Samples per GPU per step.")
+    p.add_argument("--docs_per_sample", type=int, default=1, help="Documents packed into each sample.")
+    p.add_argument("--steps", type=int, default=30, help="Optimizer steps per configuration.")
+    p.add_argument("--warmup", type=int, default=10, help="Steps left out of the medians.")
+    p.add_argument("--precision", default="bf16", choices=("bf16", "fp16"), help="Mixed precision.")
+    p.add_argument("--attention", default="auto", help="train.py --attention.")
+    p.add_argument("--profile", action="store_true", help="Profile 3 steps after warm-up (profile.txt per run).")
+    p.add_argument("--tag", default="", help="Suffix for run names (e.g. the lever being measured).")
+    p.add_argument("--out_dir", default="benchmark_results", help="Where runs, results.json and results.md go.")
+    p.add_argument("--master_port", type=int, default=29561, help="torchrun master port.")
+    p.add_argument("extra", nargs="*", help="Extra train.py arguments, after `--`.")
+    args = p.parse_args()
+
+    import torch
+
+    cuda = torch.cuda.is_available()
+    args.nproc = args.nproc or (torch.cuda.device_count() if cuda else 2)
+    args.nproc_gpu = cuda
+    args.ceiling = matmul_ceiling_tflops()
+    device = torch.cuda.get_device_name() if cuda else "cpu"
+    print(f"device {device} x{args.nproc}; bf16 matmul ceiling {args.ceiling and round(args.ceiling)} TFLOP/s")
+    out = Path(args.out_dir)
+    results = []
+    for shape in args.shapes.split(","):
+        model_dir = write_model_dir(shape, args.seq_len, out / "models" / shape)
+        samples = (args.steps + 2) * args.micro_batch_size * args.nproc
+        data_dir = write_dataset(out / "data" / f"{shape}-{args.seq_len}-{args.docs_per_sample}-{samples}",
+                                 vocab=SHAPES[shape]["vocab_size"], seq_len=args.seq_len, samples=samples,
+                                 docs_per_sample=args.docs_per_sample)
+        for plugin in args.plugins.split(","):
+            for ckpt in {"off": [False], "on": [True], "both": [False, True]}[args.grad_ckpt]:
+                results.append(run_config(args, shape, plugin, ckpt, model_dir, data_dir, out, args.extra))
+    (out / "results.json").write_text(json.dumps({"device": device, "ceiling_tflops": args.ceiling,
+                                                  "results": results}, indent=2))
+    table = markdown(results, args.ceiling, f"{device} x{args.nproc}")
+    (out / "results.md").write_text(table)
+    print("\n" + table)
+    return 0 if all(r["ok"] for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""Packed-document attention at flash speed: torch's ``varlen_attn`` behind a transformers attention name.
+
+Packed samples hold several documents. A 4-D block-diagonal mask keeps them apart but moves SDPA off its
+flash kernel (and costs a [b, 1, L, L] tensor). ``torch.nn.attention.varlen.varlen_attn`` (flash
+attention over cumulative sequence offsets, in torch itself: no flash-attn build needed) attends within
+each document only and skips the blocks between documents entirely.
+
+The batch is flattened to one token stream; ``cu_seq_lens`` marks where each document (and each run of
+padding, which becomes a segment of its own whose outputs carry no loss) starts. The model receives
+them as keyword arguments, which transformers passes down to every attention call.
+
+On CPU (tests) the same path runs with a reference kernel: causal SDPA per segment.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+ATTN_NAME = "colossal_varlen"
+
+
+def cu_seq_lens_from_document_ids(document_ids: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """[b, L] document index per token (-1 = padding) -> (int32 offsets of every segment, longest segment).
+
+    A new segment starts at each sample's first token and wherever the document index changes.
+    """
+    b, length = document_ids.shape
+    starts = torch.ones_like(document_ids, dtype=torch.bool)
+    starts[:, 1:] = document_ids[:, 1:] != document_ids[:, :-1]
+    flat_starts = starts.reshape(-1).nonzero().squeeze(1)
+    cu = torch.cat([flat_starts, flat_starts.new_tensor([b * length])]).to(torch.int32)
+    max_len = int((cu[1:] - cu[:-1]).max())
+    return cu, max_len
+
+
+def _reference_varlen(q, k, v, cu, scale, enable_gqa):
+    out = torch.empty_like(q)
+    bounds = cu.tolist()
+    for s, e in zip(bounds[:-1], bounds[1:]):
+        out[s:e] = F.scaled_dot_product_attention(q[s:e].transpose(0, 1), k[s:e].transpose(0, 1),
+                                                  v[s:e].transpose(0, 1), is_causal=True, scale=scale,
+                                                  enable_gqa=enable_gqa).transpose(0, 1)
+    return out
+
+
+def varlen_attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0,
+                             cu_seq_lens_q=None, max_length_q=None, **kwargs):
+    """transformers attention interface: query [b, hq, L, d], key/value [b, hkv, L, d] -> ([b, L, hq, d], None)."""
+    if cu_seq_lens_q is None:  # generation / evaluation without offsets: plain SDPA
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
+                                      **kwargs)
+    b, hq, length, d = query.shape
+    hkv = key.shape[1]
+    q = query.transpose(1, 2).reshape(b * length, hq, d)
+    k = key.transpose(1, 2).reshape(b * length, hkv, d)
+    v = value.transpose(1, 2).reshape(b * length, hkv, d)
+    if q.is_cuda:
+        from torch.nn.attention.varlen import varlen_attn
+
+        out = varlen_attn(q, k, v, cu_seq_lens_q, cu_seq_lens_q, max_length_q, max_length_q, scale=scaling,
+                          window_size=(-1, 0), enable_gqa=hq != hkv)
+    else:
+        out = _reference_varlen(q, k, v, cu_seq_lens_q, scaling, hq != hkv)
+    return out.reshape(b, length, hq, d), None
+
+
+def varlen_available(cuda: bool) -> bool:
+    if not cuda:
+        return True  # the reference kernel
+    try:
+        from torch.nn.attention.varlen import varlen_attn  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def register() -> str:
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(ATTN_NAME, varlen_attention_forward)
+    return ATTN_NAME
