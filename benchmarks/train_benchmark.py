@@ -123,7 +123,8 @@ def run_config(args, shape: str, plugin: str, grad_ckpt: bool, model_dir: Path, 
     print(f"\n### {name}\n$ {' '.join(cmd)}", flush=True)
     started = time.time()
     proc = subprocess.run(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          env=dict(os.environ, PYTHONPATH=str(REPO_ROOT), HF_HUB_OFFLINE="1",
+                          env=dict(os.environ, PYTHONPATH=os.pathsep.join(
+                              filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])), HF_HUB_OFFLINE="1",
                                    TOKENIZERS_PARALLELISM="false"))
     (run_dir / "log.txt").write_text(proc.stdout)
     result = {"name": name, "shape": shape, "plugin": plugin, "grad_ckpt": grad_ckpt, "nproc": args.nproc,
