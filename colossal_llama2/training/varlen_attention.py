@@ -13,6 +13,9 @@ On CPU (tests) the same path runs with a reference kernel: causal SDPA per segme
 """
 from __future__ import annotations
 
+import functools
+import inspect
+
 import torch
 import torch.nn.functional as F
 
@@ -43,6 +46,11 @@ def _reference_varlen(q, k, v, cu, scale, enable_gqa):
     return out
 
 
+@functools.lru_cache(maxsize=None)
+def _supports_gqa(fn) -> bool:
+    return "enable_gqa" in inspect.signature(fn).parameters
+
+
 def varlen_attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0,
                              cu_seq_lens_q=None, max_length_q=None, **kwargs):
     """transformers attention interface: query [b, hq, L, d], key/value [b, hkv, L, d] -> ([b, L, hq, d], None)."""
@@ -59,8 +67,14 @@ def varlen_attention_forward(module, query, key, value, attention_mask, scaling=
     if q.is_cuda:
         from torch.nn.attention.varlen import varlen_attn
 
+        gqa = {}
+        if hq != hkv:
+            if _supports_gqa(varlen_attn):
+                gqa["enable_gqa"] = True
+            else:  # older torch (2.11): share key/value heads by repeating them
+                k, v = k.repeat_interleave(hq // hkv, dim=1), v.repeat_interleave(hq // hkv, dim=1)
         out = varlen_attn(q, k, v, cu_seq_lens_q, cu_seq_lens_q, max_length_q, max_length_q, scale=scaling,
-                          window_size=(-1, 0), enable_gqa=hq != hkv)
+                          window_size=(-1, 0), **gqa)
     else:
         out = _reference_varlen(q, k, v, cu_seq_lens_q, scaling, hq != hkv)
     return out.reshape(b, length, hq, d), None
