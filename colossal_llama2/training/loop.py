@@ -88,6 +88,9 @@ def validate_inputs(args: argparse.Namespace, cuda: bool, world_size: int):
         ckpt.checkpoint_kind(args.load_checkpoint)
     if not args.random_init:
         ckpt.weights_path(pretrained)
+    if args.compile and args.plugin not in ("zero2", "zero2_cpu", "ddp"):
+        raise UserInputError(f"not supported with --plugin {args.plugin} (Gemini's parameter hooks and "
+                             f"shardformer's replaced forwards do not trace); use zero2 or ddp", where="--compile")
     if args.profile_steps and not _parse_profile_steps(args.profile_steps):
         raise UserInputError("expected FIRST:LAST optimizer steps, e.g. 10:12", where="--profile_steps")
     return config, data, eval_data
@@ -208,6 +211,11 @@ def train(args: argparse.Namespace) -> int:
             logger.info("loaded weights only from %s (fresh optimizer and schedule)", args.load_checkpoint)
 
     unwrapped = model.unwrap()
+    if args.compile:
+        # Per decoder layer, after boosting: the plugin's wrappers and hooks stay outside the compiled code.
+        for layer in unwrapped.model.layers:
+            layer.compile()
+        logger.info("--compile: %d decoder layers compiled with torch.compile", len(unwrapped.model.layers))
     neft = NEFTune(unwrapped.get_input_embeddings(), args.neft_alpha) if args.use_neft else None
     flops_tok = flops_per_token(num_params, config.num_hidden_layers, config.hidden_size, args.max_length)
     peak = device_peak_tflops(args.peak_tflops_per_device)
