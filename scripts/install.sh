@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create (or reuse) the project's Python environment. Called by `make install`; safe to re-run:
-# when nothing it depends on changed since the last success it returns in about a second.
+# when nothing it depends on changed since the last success it returns in a few seconds.
 #
 #   VENV=.venv               where the virtualenv lives (created if missing)
 #   PYTHON=/path/to/python   use this interpreter's environment instead of a virtualenv
