@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
       help="Attention kernel. auto: flash-attn 2 with --use_flash_attn if importable, else torch's varlen flash "
            "kernel on CUDA (packed documents isolated without a mask), else SDPA with a block mask.")
     a("--compile", action="store_true",
-      help="torch.compile each decoder layer (fuses RMSNorm, rotary, SwiGLU); zero2, zero2_cpu and ddp only.")
+      help="Experimental: torch.compile each decoder layer (zero2, zero2_cpu, ddp). Measured slower on the "
+           "1b shape on an H100 (docs/benchmarks.md).")
     a("--random_init", action="store_true",
       help="Initialise weights randomly from --pretrained's config.json instead of loading them (benchmarks).")
     a("--no_save", action="store_true", help="Write no checkpoint at all, not even at the end (benchmarks).")
