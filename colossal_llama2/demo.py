@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from .utils.errors import UserInputError, run_cli
+from .utils.launch_env import colossalai_run_env
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_DATA = REPO_ROOT / "examples" / "demo_data"
@@ -103,7 +104,7 @@ def main(argv=None) -> int:
     nproc = min(args.nproc, torch.cuda.device_count()) if cuda else args.nproc
     out = Path(args.output_dir).resolve()
     prepare_output_dir(out)
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1",
+    env = dict(colossalai_run_env(), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1",
                PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     run = Runner(env)

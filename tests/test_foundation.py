@@ -53,3 +53,19 @@ def test_two_rank_gloo_ddp_training_loss_falls(tiny_model_dir):
     losses = [float(v) for _, v in re.findall(r"SMOKE_LOSS (\d+) ([\d.]+)", proc.stdout)]
     assert len(losses) == steps, proc.stdout[-3000:]
     assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_launch_env_drops_what_colossalai_run_cannot_quote(monkeypatch):
+    from colossal_llama2.utils.launch_env import colossalai_run_env
+
+    env = colossalai_run_env({"MAKEOVERRIDES": "${-*-command-variables-*-}", "MAKEFLAGS": " -- X=1",
+                              "ODD": 'say "hi"', "PATH": "/usr/bin", "HF_HUB_OFFLINE": "1"})
+    assert env == {"PATH": "/usr/bin", "HF_HUB_OFFLINE": "1"}
+
+
+def test_colossalai_run_works_under_make_overrides(tiny_model_dir, monkeypatch):
+    # What CI does: `make test PYTEST_ARGS=...` exports MAKEOVERRIDES to every child process.
+    monkeypatch.setenv("MAKEOVERRIDES", "${-*-command-variables-*-}")
+    proc = run_distributed(REPO_ROOT / "tests/scripts/ddp_smoke_train.py", [tiny_model_dir, 2],
+                           launcher="colossalai", timeout=300)
+    assert len(re.findall(r"SMOKE_LOSS \d+ [\d.]+", proc.stdout)) == 2

@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from colossal_llama2.utils.launch_env import colossalai_run_env
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -23,7 +25,7 @@ def free_port() -> int:
 
 
 def test_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = dict(os.environ)
+    env = colossalai_run_env()  # e.g. `make test X=...` exports a MAKEOVERRIDES that `colossalai run` cannot quote
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1",
                TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
