@@ -16,7 +16,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from colossal_llama2.training.args import parse_args
     from colossal_llama2.training.loop import train
 
-    return train(parse_args(argv))
+    return train(parse_args(argv), exit_process=True)
 
 
 if __name__ == "__main__":

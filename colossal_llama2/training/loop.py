@@ -116,7 +116,12 @@ def _all_reduce(t: torch.Tensor, group=None) -> torch.Tensor:
     return t
 
 
-def train(args: argparse.Namespace) -> int:
+def train(args: argparse.Namespace, exit_process: bool = False) -> int:
+    """Run training; returns the exit code (0 done, 3 non-finite loss).
+
+    ``exit_process`` (train.py's command line): end the process at the end instead of returning, see
+    ``leave_process``.
+    """
     import colossalai
     from colossalai.booster import Booster
     from colossalai.lazy import LazyInitContext
@@ -384,14 +389,37 @@ def train(args: argparse.Namespace) -> int:
             evaluate(global_step)
         if last_saved != global_step:
             save(epoch, step_in_epoch)
-    except NonFiniteLoss as err:
+    except NonFiniteLoss as err:  # every rank sees the same all-reduced loss, so all stop here together
         logger.error("%s", err)
-        return 3
+        code = 3
+    else:
+        code = 0
     finally:
         bar.close()
         metrics.close()
         stopper.restore()
-    logger.info("done: %d steps, %.1f s, %s", global_step, time.time() - t_start,
-                json.dumps(peak_memory()))
+    if code == 0:
+        logger.info("done: %d steps, %.1f s, %s", global_step, time.time() - t_start,
+                    json.dumps(peak_memory()))
+    if exit_process:
+        leave_process(code)
     dist.destroy_process_group()
-    return 0
+    return code
+
+
+def leave_process(code: int) -> None:
+    """End a finished run: wait for every rank, flush, and exit without tearing DDP down.
+
+    Seen with torch 2.13 + gloo: when a rank's DDP Reducer is freed after its peer has exited,
+    ProcessGroupGloo's destructor waits forever for queued work (finished runs that never exit). Every
+    file is already closed or atomically renamed at this point, so nothing is lost by skipping teardown.
+    """
+    import logging
+    import sys
+
+    with contextlib.suppress(Exception):
+        dist.barrier()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -4,6 +4,7 @@ Usage (under torchrun / colossalai run): ddp_smoke_train.py MODEL_DIR STEPS
 Rank 0 prints one line per step: ``SMOKE_LOSS <step> <loss averaged over ranks>``.
 """
 import faulthandler
+import os
 import sys
 
 # If a rank ever hangs (e.g. in shutdown), print every thread's stack instead of hanging the test.
@@ -38,8 +39,11 @@ def main() -> None:
         dist.all_reduce(loss)
         if rank == 0:
             print(f"SMOKE_LOSS {step} {loss.item() / dist.get_world_size():.6f}", flush=True)
-    dist.destroy_process_group()
-    faulthandler.cancel_dump_traceback_later()
+    # Like train.py (training/loop.py: leave_process): gloo's process-group teardown can hang once a peer
+    # has exited, so wait for every rank and leave without it.
+    dist.barrier()
+    sys.stdout.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
