@@ -1,6 +1,5 @@
 """The GPU benchmark harness, run on CPU with a tiny shape: it drives the real train.py and reports medians."""
 import json
-import sys
 
 from tests.helpers.distributed import REPO_ROOT, run_script
 

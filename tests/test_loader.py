@@ -3,7 +3,6 @@ import json
 import shutil
 
 import pytest
-import torch
 
 from colossal_llama2.dataset.loader import (PaddingCollator, ResumableDistributedSampler, load_tokenized_dataset,
                                             position_ids_for)

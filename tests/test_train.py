@@ -18,7 +18,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.helpers.distributed import REPO_ROOT, free_port, run_distributed, run_script
+from tests.helpers.distributed import REPO_ROOT, free_port, run_distributed
 from tests.helpers import distributed as dist_helpers
 from tests.scripts.fixture_dataset import build_dataset
 
