@@ -10,6 +10,8 @@ ceiling measured here on the same GPU, and peak device memory.
     python benchmarks/train_benchmark.py --shapes 1b --plugins zero2,gemini,3d --grad_ckpt both
     python benchmarks/train_benchmark.py --shapes 7b --plugins zero2,3d --nproc 2
     python benchmarks/train_benchmark.py --shapes tiny --plugins ddp --nproc 2 --seq_len 256   # CPU smoke
+    # a lever, before/after, with the loss curves compared step by step:
+    python benchmarks/train_benchmark.py --plugins zero2 --variant "before=--fused_ops off" --variant after=
 
 Writes <out_dir>/results.json and <out_dir>/results.md (a markdown table).
 """
@@ -19,6 +21,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import statistics
 import subprocess
 import sys
@@ -102,8 +105,8 @@ def write_dataset(out: Path, *, vocab: int, seq_len: int, samples: int, docs_per
 
 
 def run_config(args, shape: str, plugin: str, grad_ckpt: bool, model_dir: Path, data_dir: Path,
-               out: Path, extra: list[str]) -> dict:
-    name = f"{shape}-{plugin}-{'ckpt' if grad_ckpt else 'nockpt'}{'-' + args.tag if args.tag else ''}"
+               out: Path, extra: list[str], variant: str = "") -> dict:
+    name = "-".join(filter(None, [shape, plugin, "ckpt" if grad_ckpt else "nockpt", args.tag, variant]))
     run_dir = out / name
     run_dir.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(args.nproc),
@@ -127,7 +130,8 @@ def run_config(args, shape: str, plugin: str, grad_ckpt: bool, model_dir: Path, 
                               filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])), HF_HUB_OFFLINE="1",
                                    TOKENIZERS_PARALLELISM="false"))
     (run_dir / "log.txt").write_text(proc.stdout)
-    result = {"name": name, "shape": shape, "plugin": plugin, "grad_ckpt": grad_ckpt, "nproc": args.nproc,
+    result = {"name": name, "variant": variant, "shape": shape, "plugin": plugin, "grad_ckpt": grad_ckpt,
+              "nproc": args.nproc,
               "seq_len": args.seq_len, "micro_batch_size": args.micro_batch_size, "attention": args.attention,
               "extra": extra, "wall_s": round(time.time() - started, 1), "ok": proc.returncode == 0}
     if proc.returncode != 0:
@@ -150,17 +154,44 @@ def run_config(args, shape: str, plugin: str, grad_ckpt: bool, model_dir: Path, 
     return result
 
 
+def parse_variant(text: str) -> tuple[str, list[str]]:
+    """--variant NAME=ARGS: a name and the extra train.py arguments of that variant."""
+    name, sep, rest = text.partition("=")
+    if not sep or not re.fullmatch(r"[\w.]+", name):
+        raise argparse.ArgumentTypeError(f"expected NAME=TRAIN_ARGS (NAME of letters, digits, _ or .), got {text!r}")
+    return name, shlex.split(rest)
+
+
+def compare_losses(results: list[dict]) -> None:
+    """Every variant's loss curve against the first variant of the same shape/plugin/grad-ckpt config."""
+    first: dict[tuple, dict] = {}
+    for r in results:
+        key = (r["shape"], r["plugin"], r["grad_ckpt"])
+        if not r["ok"]:
+            continue
+        if key not in first:
+            first[key] = r
+            continue
+        base = first[key]
+        diffs = [abs(a - b) for a, b in zip(r["losses"], base["losses"])]
+        r["loss_vs"] = base["name"]
+        r["max_abs_loss_diff"] = round(max(diffs), 5) if diffs else None
+        r["speedup_vs"] = round(r["tokens_per_s_per_gpu"] / base["tokens_per_s_per_gpu"], 3)
+
+
 def markdown(results: list[dict], ceiling: float | None, device: str) -> str:
     lines = [f"Device: {device}; bf16 matmul ceiling measured: "
              f"{f'{ceiling:.0f} TFLOP/s' if ceiling else 'n/a (no GPU)'}", "",
-             "| config | GPUs | tokens/s/GPU | TFLOP/s/GPU | MFU | peak mem GiB |", "|---|---|---|---|---|---|"]
+             "| config | GPUs | tokens/s/GPU | TFLOP/s/GPU | MFU | peak mem GiB | vs first variant |",
+             "|---|---|---|---|---|---|---|"]
     for r in results:
         if not r["ok"]:
-            lines.append(f"| {r['name']} | {r['nproc']} | failed | | | |")
+            lines.append(f"| {r['name']} | {r['nproc']} | failed | | | | |")
             continue
         mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "n/a"
+        versus = (f"{r['speedup_vs']:.3f}x, max abs loss diff {r['max_abs_loss_diff']}" if "loss_vs" in r else "")
         lines.append(f"| {r['name']} | {r['nproc']} | {r['tokens_per_s_per_gpu']:,.0f} | {r['tflops_per_gpu']:.1f} "
-                     f"| {mfu} | {r['peak_device_memory_gib']} |")
+                     f"| {mfu} | {r['peak_device_memory_gib']} | {versus} |")
     return "\n".join(lines) + "\n"
 
 
@@ -181,7 +212,10 @@ def main() -> int:
     p.add_argument("--tag", default="", help="Suffix for run names (e.g. the lever being measured).")
     p.add_argument("--out_dir", default="benchmark_results", help="Where runs, results.json and results.md go.")
     p.add_argument("--master_port", type=int, default=29561, help="torchrun master port.")
-    p.add_argument("extra", nargs="*", help="Extra train.py arguments, after `--`.")
+    p.add_argument("--variant", action="append", type=parse_variant, default=[],
+                   help="NAME=TRAIN_ARGS, repeatable: run every config once per variant with these extra train.py "
+                        "arguments, and compare each variant's loss curve and speed with the first one's.")
+    p.add_argument("extra", nargs="*", help="Extra train.py arguments (all variants), after `--`.")
     args = p.parse_args()
 
     import torch
@@ -194,6 +228,15 @@ def main() -> int:
     print(f"device {device} x{args.nproc}; bf16 matmul ceiling {args.ceiling and round(args.ceiling)} TFLOP/s")
     out = Path(args.out_dir)
     results = []
+
+    def write_results() -> str:  # after every configuration: a run cut short still leaves its table
+        compare_losses(results)
+        (out / "results.json").write_text(json.dumps({"device": device, "ceiling_tflops": args.ceiling,
+                                                      "results": results}, indent=2))
+        table = markdown(results, args.ceiling, f"{device} x{args.nproc}")
+        (out / "results.md").write_text(table)
+        return table
+
     for shape in args.shapes.split(","):
         model_dir = write_model_dir(shape, args.seq_len, out / "models" / shape)
         samples = (args.steps + 2) * args.micro_batch_size * args.nproc
@@ -202,11 +245,10 @@ def main() -> int:
                                  docs_per_sample=args.docs_per_sample)
         for plugin in args.plugins.split(","):
             for ckpt in {"off": [False], "on": [True], "both": [False, True]}[args.grad_ckpt]:
-                results.append(run_config(args, shape, plugin, ckpt, model_dir, data_dir, out, args.extra))
-    (out / "results.json").write_text(json.dumps({"device": device, "ceiling_tflops": args.ceiling,
-                                                  "results": results}, indent=2))
-    table = markdown(results, args.ceiling, f"{device} x{args.nproc}")
-    (out / "results.md").write_text(table)
+                for variant, variant_args in args.variant or [("", [])]:
+                    results.append(run_config(args, shape, plugin, ckpt, model_dir, data_dir, out,
+                                              [*args.extra, *variant_args], variant))
+                    table = write_results()
     print("\n" + table)
     return 0 if all(r["ok"] for r in results) else 1
 

@@ -62,6 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
     a("--compile", action="store_true",
       help="Experimental: torch.compile each decoder layer (zero2, zero2_cpu, ddp). Measured slower on the "
            "1b shape on an H100 (docs/benchmarks.md).")
+    a("--fused_ops", default="auto", choices=("auto", "on", "off"),
+      help="Fused RMSNorm, rotary and SwiGLU kernels (torch.compile of those functions only). auto: on with CUDA "
+           "for zero2, zero2_cpu, ddp and gemini; the 3d plugin's shardformer replaces these modules itself.")
+    a("--fused_loss", default="auto", choices=("auto", "on", "off"),
+      help="Cross-entropy that computes loss and gradient in one pass over the logits without an fp32 copy of "
+           "them (compiled with CUDA or --fused_ops on). auto: on except for 3d, which lets shardformer's "
+           "model compute the loss.")
     a("--random_init", action="store_true",
       help="Initialise weights randomly from --pretrained's config.json instead of loading them (benchmarks).")
     a("--no_save", action="store_true", help="Write no checkpoint at all, not even at the end (benchmarks).")

@@ -28,6 +28,7 @@ from ..utils.logging import get_logger
 from . import checkpoint as ckpt
 from .attention import choose_attn_implementation, model_inputs
 from .freeze import freeze_non_embedding_params
+from .fused_ops import fuse_llama_elementwise, fused_cross_entropy, resolve_fusion, shifted_labels
 from .metrics import MetricsWriter, device_peak_tflops, flops_per_token, peak_memory
 from .neftune import NEFTune
 from .optim import default_warmup_steps, make_optimizer, make_scheduler
@@ -91,6 +92,7 @@ def validate_inputs(args: argparse.Namespace, cuda: bool, world_size: int):
     if args.compile and args.plugin not in ("zero2", "zero2_cpu", "ddp"):
         raise UserInputError(f"not supported with --plugin {args.plugin} (Gemini's parameter hooks and "
                              f"shardformer's replaced forwards do not trace); use zero2 or ddp", where="--compile")
+    resolve_fusion(args.fused_ops, args.fused_loss, args.plugin, cuda)  # raises for combinations that cannot run
     if args.profile_steps and not _parse_profile_steps(args.profile_steps):
         raise UserInputError("expected FIRST:LAST optimizer steps, e.g. 10:12", where="--profile_steps")
     return config, data, eval_data
@@ -140,10 +142,11 @@ def train(args: argparse.Namespace, exit_process: bool = False) -> int:
     device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
 
     attn_impl = choose_attn_implementation(args.use_flash_attn, cuda, args.attention, args.plugin)
+    fusion = resolve_fusion(args.fused_ops, args.fused_loss, args.plugin, cuda)
     isolate_documents = args.plugin != "3d"
-    logger.info("plugin %s, precision %s, attention %s, packed documents %s, world size %d", args.plugin, precision,
-                attn_impl, "isolated" if isolate_documents else "NOT isolated (shardformer builds its own mask)",
-                world_size)
+    logger.info("plugin %s, precision %s, attention %s, packed documents %s, %s, world size %d", args.plugin,
+                precision, attn_impl, "isolated" if isolate_documents else "NOT isolated (shardformer builds its own "
+                "mask)", fusion.describe(), world_size)
 
     plugin = make_plugin(args.plugin, precision=precision, max_norm=args.gradient_clipping, tp=args.tp,
                          zero=args.zero, accumulation_steps=args.accumulation_steps)
@@ -193,6 +196,8 @@ def train(args: argparse.Namespace, exit_process: bool = False) -> int:
         total_steps = min(total_steps, args.max_steps)
     warmup = args.warmup_steps if args.warmup_steps is not None else default_warmup_steps(total_steps)
 
+    if args.plugin == "ddp":
+        model.to(device)  # the Booster would move it anyway; on CUDA, AdamW's fused kernel needs it there first
     optimizer = make_optimizer(model, lr=args.lr, weight_decay=args.weight_decay,
                                use_hybrid_adam=args.plugin != "ddp")
     lr_scheduler = make_scheduler(optimizer, warmup_steps=warmup, total_steps=total_steps)
@@ -216,6 +221,9 @@ def train(args: argparse.Namespace, exit_process: bool = False) -> int:
             logger.info("loaded weights only from %s (fresh optimizer and schedule)", args.load_checkpoint)
 
     unwrapped = model.unwrap()
+    if fusion.elementwise:
+        counts = fuse_llama_elementwise(unwrapped)
+        logger.info("fused kernels: %s", ", ".join(f"{n} {k}" for k, n in counts.items()))
     if args.compile:
         # Per decoder layer, after boosting: the plugin's wrappers and hooks stay outside the compiled code.
         for layer in unwrapped.model.layers:
@@ -259,8 +267,13 @@ def train(args: argparse.Namespace, exit_process: bool = False) -> int:
             return loss_sum, n_tokens
         else:
             logits = model(**inputs).logits
-        loss_sum = F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]),
-                                   labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum")
+        if fusion.loss:
+            loss_sum = fused_cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                           shifted_labels(labels, IGNORE_INDEX).reshape(-1), ignore_index=IGNORE_INDEX,
+                                           compiled=fusion.compile_loss)
+        else:
+            loss_sum = F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]),
+                                       labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum")
         return loss_sum, n_tokens
 
     def evaluate(step: int) -> None:

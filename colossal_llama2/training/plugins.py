@@ -42,7 +42,9 @@ def make_plugin(plugin: str, *, precision: str, max_norm: float, tp: int, zero: 
     from colossalai.booster.plugin import GeminiPlugin, HybridParallelPlugin, LowLevelZeroPlugin, TorchDDPPlugin
 
     if plugin == "ddp":
-        return TorchDDPPlugin()
+        # Gradients live in DDP's buckets instead of being copied into them; the only buffer (rotary's
+        # inv_freq) is identical on every rank, so broadcasting it before every forward is wasted work.
+        return TorchDDPPlugin(gradient_as_bucket_view=True, broadcast_buffers=False)
     if plugin in ("gemini", "gemini_auto"):
         return GeminiPlugin(placement_policy="auto" if plugin == "gemini_auto" else "static", precision=precision,
                             initial_scale=2**16, max_norm=max_norm,

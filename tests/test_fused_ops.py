@@ -1,0 +1,153 @@
+"""Fused kernels: the same numbers as transformers' LLaMA and F.cross_entropy, forward and backward."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from colossal_llama2.training import fused_ops
+from colossal_llama2.training.fused_ops import (Fusion, fuse_llama_elementwise, fused_cross_entropy, resolve_fusion,
+                                                shifted_labels)
+from colossal_llama2.utils.errors import UserInputError
+
+
+def _reference_loss(logits, labels):
+    return F.cross_entropy(logits.float(), labels, ignore_index=-100, reduction="sum")
+
+
+@pytest.mark.parametrize("block_rows", [None, 1, 7, 64])
+def test_fused_cross_entropy_matches_reference_fp32(block_rows):
+    torch.manual_seed(0)
+    logits = torch.randn(37, 101) * 3
+    labels = torch.randint(0, 101, (37,))
+    labels[::5] = -100
+    a = logits.clone().requires_grad_()
+    b = logits.clone().requires_grad_()
+    loss = fused_cross_entropy(a, labels, block_rows=block_rows)
+    ref = _reference_loss(b, labels)
+    (loss * 0.37).backward()
+    (ref * 0.37).backward()
+    assert loss.dtype == torch.float32
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-6)
+    torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-7)
+    assert (a.grad[::5] == 0).all()  # ignored rows get no gradient
+
+
+def test_fused_cross_entropy_bf16_keeps_bf16_and_matches():
+    torch.manual_seed(1)
+    logits = (torch.randn(64, 300) * 4).to(torch.bfloat16)
+    labels = torch.randint(0, 300, (64,))
+    a = logits.clone().requires_grad_()
+    b = logits.clone().requires_grad_()
+    loss = fused_cross_entropy(a, labels, block_rows=16)
+    ref = _reference_loss(b, labels)
+    loss.backward()
+    ref.backward()
+    assert a.grad.dtype == torch.bfloat16
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-5)
+    torch.testing.assert_close(a.grad.float(), b.grad.float(), rtol=2e-2, atol=1e-3)
+
+
+def test_fused_cross_entropy_fp16_scales_in_fp32():
+    """fp16 logits: the stored gradient is fp32, so tiny probabilities survive until the loss scale is applied."""
+    logits = torch.zeros(2, 40000, dtype=torch.float16)  # softmax 2.5e-5 per column: fine in fp32
+    logits[:, 0] = 10.0  # the rest drop to ~1e-9, below fp16's smallest subnormal (6e-8)
+    labels = torch.tensor([0, 1])
+    a = logits.clone().requires_grad_()
+    (fused_cross_entropy(a, labels) * 1024).backward()
+    assert a.grad.dtype == torch.float16
+    assert (a.grad[:, 2:] > 0).all()  # ~1e-9 * 1024, representable after scaling
+    b = logits.clone().requires_grad_()
+    (_reference_loss(b, labels) * 1024).backward()
+    torch.testing.assert_close(a.grad.float(), b.grad.float(), rtol=1e-3, atol=1e-9)
+
+
+def test_fused_cross_entropy_without_grad_and_all_ignored():
+    logits = torch.randn(5, 11)
+    labels = torch.full((5,), -100)
+    with torch.no_grad():
+        assert fused_cross_entropy(logits, labels).item() == 0.0
+    a = logits.clone().requires_grad_()
+    fused_cross_entropy(a, labels).backward()
+    assert (a.grad == 0).all()
+    with pytest.raises(ValueError, match="expected logits"):
+        fused_cross_entropy(logits, labels[:3])
+
+
+def test_shifted_labels_equal_slicing_the_logits():
+    """loss over all positions with shifted labels == loss over logits[:, :-1] against labels[:, 1:]."""
+    torch.manual_seed(2)
+    logits = torch.randn(3, 9, 17)
+    labels = torch.randint(0, 17, (3, 9))
+    labels[1, :4] = -100
+    shifted = shifted_labels(labels)
+    assert (shifted[:, -1] == -100).all() and torch.equal(shifted[:, :-1], labels[:, 1:])
+    ours = fused_cross_entropy(logits.reshape(-1, 17), shifted.reshape(-1))
+    ref = _reference_loss(logits[:, :-1].reshape(-1, 17), labels[:, 1:].reshape(-1))
+    assert ours.item() == pytest.approx(ref.item(), rel=1e-6)
+
+
+def _tiny_llama(seed=0):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=97, hidden_size=64, intermediate_size=160, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                         attn_implementation="sdpa")
+    return LlamaForCausalLM(config)
+
+
+def test_eager_kernels_equal_transformers_modules():
+    """The functions the compiler fuses are transformers' math, bit for bit when run eagerly."""
+    from transformers.models.llama import modeling_llama
+
+    model = _tiny_llama()
+    x = torch.randn(2, 8, 64)
+    norm = model.model.norm
+    norm.weight.data.uniform_(0.5, 1.5)
+    assert torch.equal(fused_ops.rms_norm(x, norm.weight, norm.variance_epsilon), norm(x))
+    xb = x.to(torch.bfloat16)
+    assert torch.equal(fused_ops.rms_norm(xb, norm.weight.to(torch.bfloat16), norm.variance_epsilon),
+                       norm.to(torch.bfloat16)(xb))
+    mlp = model.model.layers[0].mlp
+    assert torch.equal(mlp.down_proj(fused_ops.swiglu(mlp.gate_proj(x), mlp.up_proj(x))), mlp(x))
+    q, k = torch.randn(2, 4, 8, 16), torch.randn(2, 2, 8, 16)
+    cos, sin = torch.randn(2, 8, 16), torch.randn(2, 8, 16)
+    for ours, theirs in zip(fused_ops.rotary(q, k, cos, sin), modeling_llama.apply_rotary_pos_emb(q, k, cos, sin)):
+        assert torch.equal(ours, theirs)
+
+
+@pytest.mark.slow
+def test_compiled_model_matches_eager_forward_and_backward(monkeypatch):
+    """fuse_llama_elementwise on a whole model (Inductor's CPU backend): same loss and gradients."""
+    from transformers.models.llama import modeling_llama
+
+    monkeypatch.setattr(modeling_llama, "apply_rotary_pos_emb", modeling_llama.apply_rotary_pos_emb)  # undo after
+    ids = torch.randint(0, 97, (2, 12))
+    reference, fused = _tiny_llama(), _tiny_llama()
+    counts = fuse_llama_elementwise(fused)
+    assert counts == {"rms_norm": 5, "swiglu": 2, "rotary": 2}
+    out = {}
+    for name, model in (("reference", reference), ("fused", fused)):
+        logits = model(input_ids=ids).logits
+        loss = fused_cross_entropy(logits.reshape(-1, 97), shifted_labels(ids).reshape(-1),
+                                   compiled=name == "fused")
+        loss.backward()
+        out[name] = (loss.item(), {n: p.grad.clone() for n, p in model.named_parameters()})
+    assert out["fused"][0] == pytest.approx(out["reference"][0], rel=1e-5)
+    for name, grad in out["reference"][1].items():
+        torch.testing.assert_close(out["fused"][1][name], grad, rtol=1e-4, atol=1e-5, msg=name)
+    # state dicts (what checkpoints save) are untouched by the fusion
+    assert list(fused.state_dict()) == list(reference.state_dict())
+
+
+def test_resolve_fusion_defaults_and_refusals():
+    assert resolve_fusion("auto", "auto", "ddp", cuda=False) == Fusion(elementwise=False, loss=True,
+                                                                       compile_loss=False)
+    assert resolve_fusion("on", "auto", "ddp", cuda=False) == Fusion(True, True, True)
+    assert resolve_fusion("off", "off", "ddp", cuda=False) == Fusion(False, False, False)
+    assert resolve_fusion("auto", "auto", "3d", cuda=False) == Fusion(False, False, False)
+    for flag in ("--fused_ops", "--fused_loss"):
+        with pytest.raises(UserInputError, match=flag):
+            resolve_fusion("on" if flag == "--fused_ops" else "auto", "on" if flag == "--fused_loss" else "auto",
+                           "3d", cuda=True)
