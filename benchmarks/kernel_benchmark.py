@@ -1,0 +1,126 @@
+#!/usr/bin/env python
+"""Time each fused kernel of colossal_llama2.training.fused_ops against its eager reference, on the GPU.
+
+For every op at the `1b` training shapes (4096 tokens, hidden 2048, FFN 5376, 16 heads, vocab 69,104, bf16):
+forward + backward, reported as
+  * GPU ms: wall time per iteration of a synchronised loop (what the GPU needs when the CPU keeps up),
+  * CPU ms: time to *issue* one iteration while the GPU is held busy by a long sleep kernel (the Python and
+    launch overhead; when it exceeds the GPU time, the op is CPU-bound in a real step too).
+
+    python benchmarks/kernel_benchmark.py [--iters 50] [--json out.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def _time(fn, iters: int) -> tuple[float, float]:
+    import torch
+
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    gpu = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            fn()
+        torch.cuda.synchronize()
+        gpu.append((time.perf_counter() - t0) / iters * 1e3)
+    cpu = []
+    for _ in range(5):
+        torch.cuda._sleep(int(2e9))  # ~1 s of GPU spin: the loop below only measures issuing work
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            fn()
+        cpu.append((time.perf_counter() - t0) / iters * 1e3)
+        torch.cuda.synchronize()
+    return statistics.median(gpu), statistics.median(cpu)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--iters", type=int, default=50, help="Iterations per timing.")
+    p.add_argument("--json", default=None, help="Also write the results here.")
+    args = p.parse_args()
+
+    import torch
+    import torch.nn.functional as F
+
+    from colossal_llama2.training import fused_ops
+
+    if not torch.cuda.is_available():
+        print("needs a CUDA GPU")
+        return 1
+    dev, bf16 = "cuda", torch.bfloat16
+    tokens, hidden, ffn, heads, vocab = 4096, 2048, 5376, 16, 69_104
+    torch.manual_seed(0)
+
+    def leaf(*shape, scale=1.0):
+        return (torch.randn(*shape, device=dev, dtype=bf16) * scale).requires_grad_()
+
+    x, w = leaf(1, tokens, hidden), leaf(hidden)
+    gate, up = leaf(1, tokens, ffn), leaf(1, tokens, ffn)
+    q = leaf(1, tokens, heads, hidden // heads).transpose(1, 2)  # HF's layout: a transposed view
+    k = leaf(1, tokens, heads, hidden // heads).transpose(1, 2)
+    cos = torch.randn(1, tokens, hidden // heads, device=dev, dtype=bf16)
+    sin = torch.randn(1, tokens, hidden // heads, device=dev, dtype=bf16)
+    logits = leaf(tokens, vocab, scale=3.0)
+    labels = torch.randint(0, vocab, (tokens,), device=dev)
+
+    def fwd_bwd(f):
+        def run():
+            out = f()
+            outs = out if isinstance(out, tuple) else (out,)
+            torch.autograd.backward([o for o in outs], [torch.ones_like(o) for o in outs])
+        return run
+
+    def clear():
+        for t in (x, w, gate, up, logits):
+            t.grad = None
+
+    native_rms = getattr(F, "rms_norm", None)
+    cases = {
+        "rms_norm": {
+            "eager (HF)": lambda: fused_ops.rms_norm(x, w, 1e-5),
+            "compiled": lambda: fused_ops.kernel("rms_norm", True)(x, w, 1e-5),
+            **({"F.rms_norm": lambda: native_rms(x, (hidden,), w, 1e-5)} if native_rms else {}),
+        },
+        "swiglu": {
+            "eager (HF)": lambda: fused_ops.swiglu(gate, up),
+            "compiled": lambda: fused_ops.kernel("swiglu", True)(gate, up),
+        },
+        "rotary": {
+            "eager (HF)": lambda: fused_ops.rotary(q, k, cos, sin),
+            "compiled": lambda: fused_ops.kernel("rotary", True)(q, k, cos, sin),
+        },
+        "cross_entropy": {
+            "eager fp32 (before)": lambda: F.cross_entropy(logits.float(), labels, reduction="sum"),
+            "fused, eager": lambda: fused_ops.fused_cross_entropy(logits, labels),
+            "fused, compiled": lambda: fused_ops.fused_cross_entropy(logits, labels, compiled=True),
+        },
+    }
+    results = []
+    for op, impls in cases.items():
+        for impl, f in impls.items():
+            run = fwd_bwd(f)
+            gpu_ms, cpu_ms = _time(lambda: (run(), clear()), args.iters)
+            results.append({"op": op, "impl": impl, "gpu_ms": round(gpu_ms, 3), "cpu_ms": round(cpu_ms, 3)})
+            print(f"{op:14s} {impl:22s} GPU {gpu_ms:7.3f} ms  CPU {cpu_ms:7.3f} ms", flush=True)
+    print("\n| op | implementation | fwd+bwd ms (synchronised) | CPU ms to issue |\n|---|---|---|---|")
+    for r in results:
+        print(f"| {r['op']} | {r['impl']} | {r['gpu_ms']:.3f} | {r['cpu_ms']:.3f} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"device": torch.cuda.get_device_name(), "results": results}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
