@@ -1,11 +1,13 @@
 #!/usr/bin/env python
-"""Time each fused kernel of colossal_llama2.training.fused_ops against its eager reference, on the GPU.
+"""Time the fused kernels of colossal_llama2.training.fused_ops (and compiled alternatives) against the eager
+reference, on the GPU.
 
 For every op at the `1b` training shapes (4096 tokens, hidden 2048, FFN 5376, 16 heads, vocab 69,104, bf16):
 forward + backward, reported as
   * GPU ms: wall time per iteration of a synchronised loop (what the GPU needs when the CPU keeps up),
   * CPU ms: time to *issue* one iteration while the GPU is held busy by a long sleep kernel (the Python and
-    launch overhead; when it exceeds the GPU time, the op is CPU-bound in a real step too).
+    launch overhead; when it exceeds the GPU time, the op is CPU-bound in a real step too). Few iterations,
+    so that the launch queue never fills (that would block the host and count GPU time).
 
     python benchmarks/kernel_benchmark.py [--iters 50] [--json out.json]
 """
@@ -38,9 +40,9 @@ def _time(fn, iters: int) -> tuple[float, float]:
     for _ in range(5):
         torch.cuda._sleep(int(2e9))  # ~1 s of GPU spin: the loop below only measures issuing work
         t0 = time.perf_counter()
-        for _ in range(iters):
+        for _ in range(4):
             fn()
-        cpu.append((time.perf_counter() - t0) / iters * 1e3)
+        cpu.append((time.perf_counter() - t0) / 4 * 1e3)
         torch.cuda.synchronize()
     return statistics.median(gpu), statistics.median(cpu)
 
@@ -55,6 +57,17 @@ def main() -> int:
     import torch.nn.functional as F
 
     from colossal_llama2.training import fused_ops
+
+    def swiglu(gate, up):  # transformers' LlamaMLP activation
+        return F.silu(gate) * up
+
+    def rotary(q, k, cos, sin):  # transformers' apply_rotary_pos_emb
+        def rotate_half(t):
+            return torch.cat((-t[..., t.shape[-1] // 2:], t[..., :t.shape[-1] // 2]), dim=-1)
+        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+        return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+
+    compiled = {f.__name__: torch.compile(f, fullgraph=True) for f in (fused_ops.rms_norm, swiglu, rotary)}
 
     if not torch.cuda.is_available():
         print("needs a CUDA GPU")
@@ -90,21 +103,21 @@ def main() -> int:
     cases = {
         "rms_norm": {
             "eager (HF)": lambda: fused_ops.rms_norm(x, w, 1e-5),
-            "compiled": lambda: fused_ops.kernel("rms_norm", True)(x, w, 1e-5),
-            **({"F.rms_norm": lambda: native_rms(x, (hidden,), w, 1e-5)} if native_rms else {}),
+            "compiled": lambda: compiled["rms_norm"](x, w, 1e-5),
+            **({"F.rms_norm (--fused_ops)": lambda: native_rms(x, (hidden,), w, 1e-5)} if native_rms else {}),
         },
         "swiglu": {
-            "eager (HF)": lambda: fused_ops.swiglu(gate, up),
-            "compiled": lambda: fused_ops.kernel("swiglu", True)(gate, up),
+            "eager (HF)": lambda: swiglu(gate, up),
+            "compiled": lambda: compiled["swiglu"](gate, up),
         },
         "rotary": {
-            "eager (HF)": lambda: fused_ops.rotary(q, k, cos, sin),
-            "compiled": lambda: fused_ops.kernel("rotary", True)(q, k, cos, sin),
+            "eager (HF)": lambda: rotary(q, k, cos, sin),
+            "compiled": lambda: compiled["rotary"](q, k, cos, sin),
         },
         "cross_entropy": {
             "eager fp32 (before)": lambda: F.cross_entropy(logits.float(), labels, reduction="sum"),
             "fused, eager": lambda: fused_ops.fused_cross_entropy(logits, labels),
-            "fused, compiled": lambda: fused_ops.fused_cross_entropy(logits, labels, compiled=True),
+            "fused, compiled (--fused_loss)": lambda: fused_ops.fused_cross_entropy(logits, labels, compiled=True),
         },
     }
     results = []
@@ -113,7 +126,7 @@ def main() -> int:
             run = fwd_bwd(f)
             gpu_ms, cpu_ms = _time(lambda: (run(), clear()), args.iters)
             results.append({"op": op, "impl": impl, "gpu_ms": round(gpu_ms, 3), "cpu_ms": round(cpu_ms, 3)})
-            print(f"{op:14s} {impl:22s} GPU {gpu_ms:7.3f} ms  CPU {cpu_ms:7.3f} ms", flush=True)
+            print(f"{op:14s} {impl:32s} GPU {gpu_ms:7.3f} ms  CPU {cpu_ms:7.3f} ms", flush=True)
     print("\n| op | implementation | fwd+bwd ms (synchronised) | CPU ms to issue |\n|---|---|---|---|")
     for r in results:
         print(f"| {r['op']} | {r['impl']} | {r['gpu_ms']:.3f} | {r['cpu_ms']:.3f} |")

@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
       help="Use flash-attn 2 when importable (with CUDA), else torch SDPA; the choice is logged at start.")
     a("--freeze_non_embeds_params", action="store_true",
       help="Train only embed_tokens and lm_head (after vocabulary extension).")
+    a("--reduce_bucket_size_in_m", type=int, default=12,
+      help="zero2/zero2_cpu: gradient bucket size in millions of elements (Colossal-AI's default 12). Larger "
+           "buckets mean fewer collective calls and less Python per step, smaller ones more overlap.")
     a("--tp", type=int, default=1, help="Tensor parallel size for the 3d plugin.")
     a("--zero", type=int, default=1, choices=(0, 1, 2), help="ZeRO stage for the 3d plugin.")
     a("--accumulation_steps", type=int, default=1, help="Micro-batches per optimizer step (SFT example uses 8).")
@@ -63,12 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
       help="Experimental: torch.compile each decoder layer (zero2, zero2_cpu, ddp). Measured slower on the "
            "1b shape on an H100 (docs/benchmarks.md).")
     a("--fused_ops", default="auto", choices=("auto", "on", "off"),
-      help="Fused RMSNorm, rotary and SwiGLU kernels (torch.compile of those functions only). auto: on with CUDA "
-           "for zero2, zero2_cpu, ddp and gemini; the 3d plugin's shardformer replaces these modules itself.")
+      help="Run LLaMA's RMSNorm as torch's fused F.rms_norm (one kernel instead of eight; outputs within one bf16 "
+           "ulp). auto: on with CUDA for zero2, zero2_cpu, ddp and gemini (3d's shardformer replaces the norms).")
     a("--fused_loss", default="auto", choices=("auto", "on", "off"),
-      help="Cross-entropy that computes loss and gradient in one pass over the logits without an fp32 copy of "
-           "them (compiled with CUDA or --fused_ops on). auto: on except for 3d, which lets shardformer's "
-           "model compute the loss.")
+      help="Cross-entropy that computes loss and gradient in one pass over the logits, without fp32 copies of "
+           "them (compiled on CUDA). auto: on except for 3d, whose shardformer model computes the loss.")
     a("--random_init", action="store_true",
       help="Initialise weights randomly from --pretrained's config.json instead of loading them (benchmarks).")
     a("--no_save", action="store_true", help="Write no checkpoint at all, not even at the end (benchmarks).")

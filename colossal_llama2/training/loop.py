@@ -28,7 +28,7 @@ from ..utils.logging import get_logger
 from . import checkpoint as ckpt
 from .attention import choose_attn_implementation, model_inputs
 from .freeze import freeze_non_embedding_params
-from .fused_ops import fuse_llama_elementwise, fused_cross_entropy, resolve_fusion, shifted_labels
+from .fused_ops import fuse_llama_norms, fused_cross_entropy, resolve_fusion, shifted_labels
 from .metrics import MetricsWriter, device_peak_tflops, flops_per_token, peak_memory
 from .neftune import NEFTune
 from .optim import default_warmup_steps, make_optimizer, make_scheduler
@@ -93,6 +93,8 @@ def validate_inputs(args: argparse.Namespace, cuda: bool, world_size: int):
         raise UserInputError(f"not supported with --plugin {args.plugin} (Gemini's parameter hooks and "
                              f"shardformer's replaced forwards do not trace); use zero2 or ddp", where="--compile")
     resolve_fusion(args.fused_ops, args.fused_loss, args.plugin, cuda)  # raises for combinations that cannot run
+    if args.reduce_bucket_size_in_m < 1:
+        raise UserInputError("must be >= 1", where="--reduce_bucket_size_in_m")
     if args.profile_steps and not _parse_profile_steps(args.profile_steps):
         raise UserInputError("expected FIRST:LAST optimizer steps, e.g. 10:12", where="--profile_steps")
     return config, data, eval_data
@@ -149,7 +151,8 @@ def train(args: argparse.Namespace, exit_process: bool = False) -> int:
                 "mask)", fusion.describe(), world_size)
 
     plugin = make_plugin(args.plugin, precision=precision, max_norm=args.gradient_clipping, tp=args.tp,
-                         zero=args.zero, accumulation_steps=args.accumulation_steps)
+                         zero=args.zero, accumulation_steps=args.accumulation_steps,
+                         reduce_bucket_size_in_m=args.reduce_bucket_size_in_m)
     booster = Booster(plugin=plugin, mixed_precision="fp16" if (args.plugin == "ddp" and cuda and
                                                               precision == "fp16") else None)
     dp_size, dp_rank, dp_group = _dp_info(plugin, args.plugin)
@@ -221,9 +224,8 @@ def train(args: argparse.Namespace, exit_process: bool = False) -> int:
             logger.info("loaded weights only from %s (fresh optimizer and schedule)", args.load_checkpoint)
 
     unwrapped = model.unwrap()
-    if fusion.elementwise:
-        counts = fuse_llama_elementwise(unwrapped)
-        logger.info("fused kernels: %s", ", ".join(f"{n} {k}" for k, n in counts.items()))
+    if fusion.norm:
+        logger.info("fused RMSNorm: %d modules run as F.rms_norm", fuse_llama_norms(unwrapped))
     if args.compile:
         # Per decoder layer, after boosting: the plugin's wrappers and hooks stay outside the compiled code.
         for layer in unwrapped.model.layers:
@@ -268,6 +270,8 @@ def train(args: argparse.Namespace, exit_process: bool = False) -> int:
         else:
             logits = model(**inputs).logits
         if fusion.loss:
+            if type(logits) is not torch.Tensor:  # Gemini's ColoTensor: the compiled kernel takes plain tensors
+                logits = logits.as_subclass(torch.Tensor)
             loss_sum = fused_cross_entropy(logits.reshape(-1, logits.shape[-1]),
                                            shifted_labels(labels, IGNORE_INDEX).reshape(-1), ignore_index=IGNORE_INDEX,
                                            compiled=fusion.compile_loss)

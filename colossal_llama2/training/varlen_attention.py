@@ -67,6 +67,12 @@ def varlen_attention_forward(module, query, key, value, attention_mask, scaling=
     if q.is_cuda:
         from torch.nn.attention.varlen import varlen_attn
 
+        if torch.is_autocast_enabled("cuda"):
+            # ddp's bf16 autocast: rotary's fp32 cos/sin upcast q and k, and varlen_attn is not on autocast's
+            # op list (SDPA is), so cast as autocast would; flash kernels take only fp16/bf16.
+            dtype = torch.get_autocast_dtype("cuda")
+            q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
+
         gqa = {}
         if hq != hkv:
             if _supports_gqa(varlen_attn):
