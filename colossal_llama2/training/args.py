@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
            "1b shape on an H100 (docs/benchmarks.md).")
     a("--fused_ops", default="auto", choices=("auto", "on", "off"),
       help="Run LLaMA's RMSNorm as torch's fused F.rms_norm (one kernel instead of eight; outputs within one bf16 "
-           "ulp). auto: on with CUDA for zero2, zero2_cpu, ddp and gemini (3d's shardformer replaces the norms).")
+           "ulp); with ddp's bf16 autocast, also keep activations in bf16 (weights stay fp32). auto: on with CUDA "
+           "for zero2, zero2_cpu, ddp and gemini (3d's shardformer replaces the norms).")
     a("--fused_loss", default="auto", choices=("auto", "on", "off"),
       help="Cross-entropy that computes loss and gradient in one pass over the logits, without fp32 copies of "
            "them (compiled on CUDA). auto: on except for 3d, whose shardformer model computes the loss.")

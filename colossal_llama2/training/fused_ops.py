@@ -190,9 +190,14 @@ def native_rms_norm_available() -> bool:
 
 
 def _norm_forward(self, hidden_states):
-    if hidden_states.dtype != self.weight.dtype:  # e.g. bf16 weights under fp32 inputs: transformers' math
-        return rms_norm(hidden_states, self.weight, self.variance_epsilon)
-    return F.rms_norm(hidden_states, (hidden_states.shape[-1],), self.weight, self.variance_epsilon)
+    weight = self.weight
+    if weight.dtype != hidden_states.dtype:
+        if weight.dtype == torch.float32 and hidden_states.dtype in (torch.bfloat16, torch.float16):
+            # autocast (ddp): cast the weight, not the activations, so they stay in half precision
+            weight = weight.to(hidden_states.dtype)
+        else:  # e.g. half-precision weights under fp32 activations: transformers' math
+            return rms_norm(hidden_states, weight, self.variance_epsilon)
+    return F.rms_norm(hidden_states, (hidden_states.shape[-1],), weight, self.variance_epsilon)
 
 
 def fuse_llama_norms(model: torch.nn.Module) -> int:

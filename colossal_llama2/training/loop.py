@@ -3,7 +3,7 @@
 Loss: each optimizer step averages the token losses over every label token of the step's window of
 micro-batches on every data-parallel rank (sum of token losses / total label tokens). Each micro-batch
 backpropagates ``its token-loss sum / window tokens * dp_size`` (the plugins average gradients over
-data-parallel ranks), so micro-batch size and accumulation steps can be traded without changing the
+data-parallel ranks; ddp sums them instead, see ddp_speed.py, and drops the ``* dp_size``), so micro-batch size and accumulation steps can be traded without changing the
 gradient (mb 2 x acc 1 == mb 1 x acc 2).
 """
 from __future__ import annotations
@@ -28,6 +28,7 @@ from ..utils.fs import atomic_write_text
 from ..utils.logging import get_logger
 from . import checkpoint as ckpt
 from .attention import choose_attn_implementation, model_inputs
+from .ddp_speed import bf16_residual_stream, register_sum_gradients
 from .freeze import freeze_non_embedding_params
 from .fused_ops import fuse_llama_norms, fused_cross_entropy, resolve_fusion, shifted_labels
 from .metrics import MetricsWriter, device_peak_tflops, flops_per_token, peak_memory
@@ -235,6 +236,14 @@ def train(args: argparse.Namespace, exit_process: bool = False) -> int:
             layer.compile()
         logger.info("--compile: %d decoder layers compiled with torch.compile", len(unwrapped.model.layers))
     neft = NEFTune(unwrapped.get_input_embeddings(), args.neft_alpha) if args.use_neft else None
+    # ddp on GPU: fp16 goes through the Booster's torch AMP (autocast + GradScaler); bf16 needs no scaler,
+    # only autocast, which the Booster does not offer for it.
+    ddp_autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) \
+        if (args.plugin == "ddp" and cuda and precision == "bf16") else None
+    if ddp_autocast is not None and fusion.norm:
+        bf16_residual_stream(unwrapped)  # after NEFTune's hook: noise is added in fp32, then cast
+    # ddp sums gradients over ranks instead of averaging them; the loss carries the 1/dp_size instead
+    grad_average_factor = 1 if (args.plugin == "ddp" and register_sum_gradients(model)) else dp_size
     flops_tok = flops_per_token(num_params, config.num_hidden_layers, config.hidden_size, args.max_length)
     peak = device_peak_tflops(args.peak_tflops_per_device)
     metrics = MetricsWriter(args.tensorboard_dir, enabled=is_main)
@@ -248,10 +257,6 @@ def train(args: argparse.Namespace, exit_process: bool = False) -> int:
     stopper = GracefulStop(device).install()
     mask_dtype = dtype if precision != "fp32" else torch.float32
     use_no_sync = args.plugin == "ddp" and args.accumulation_steps > 1
-    # ddp on GPU: fp16 goes through the Booster's torch AMP (autocast + GradScaler); bf16 needs no scaler,
-    # only autocast, which the Booster does not offer for it.
-    ddp_autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) \
-        if (args.plugin == "ddp" and cuda and precision == "bf16") else None
 
     def forward_token_loss(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """(sum of token losses, number of label tokens) for one micro-batch."""
@@ -362,7 +367,7 @@ def train(args: argparse.Namespace, exit_process: bool = False) -> int:
                     sync = booster.no_sync(model, optimizer) if (use_no_sync and not last) else contextlib.nullcontext()
                     with sync:
                         loss_sum, _ = forward_token_loss(batch)
-                        loss = loss_sum / window_tokens.clamp(min=1) * dp_size
+                        loss = loss_sum / window_tokens.clamp(min=1) * grad_average_factor
                         booster.backward(loss, optimizer)
                     step_loss += loss_sum.detach().double()
                 grad_norm = None
