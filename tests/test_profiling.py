@@ -20,3 +20,11 @@ def test_device_busy_is_the_union_of_kernel_intervals():
               _Event(26, 27)]
     assert device_busy_us(events) == 12 + 10  # overlaps counted once, CPU events ignored
     assert device_busy_us([]) == 0
+
+
+def test_device_scalars_read_back_plain_numbers():
+    from colossal_llama2.training.step_metrics import DeviceScalars
+
+    scalars = DeviceScalars({"loss": torch.tensor(2.5, dtype=torch.float64) / 2, "grad_norm": None, "lr": 3e-4,
+                             "count": torch.tensor(7)})
+    assert scalars.read() == {"loss": 1.25, "grad_norm": None, "lr": 3e-4, "count": 7.0}

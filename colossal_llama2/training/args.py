@@ -72,9 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     a("--fused_loss", default="auto", choices=("auto", "on", "off"),
       help="Cross-entropy that computes loss and gradient in one pass over the logits, without fp32 copies of "
            "them (compiled on CUDA). auto: on except for 3d, whose shardformer model computes the loss.")
-    a("--gc_interval", type=int, default=50,
-      help="Run Python's garbage collector every N optimizer steps instead of at arbitrary moments inside a step "
-           "(a stall for the GPU); 0 keeps Python's automatic collection.")
+    a("--gc_interval", type=int, default=0,
+      help="Run Python's garbage collector every N optimizer steps instead of at arbitrary moments inside a step; "
+           "0 (default) keeps Python's automatic collection. On one H100 it made no measurable difference; with "
+           "many ranks a collection pause on one rank stalls all of them (docs/benchmarks.md).")
     a("--random_init", action="store_true",
       help="Initialise weights randomly from --pretrained's config.json instead of loading them (benchmarks).")
     a("--no_save", action="store_true", help="Write no checkpoint at all, not even at the end (benchmarks).")

@@ -35,6 +35,7 @@ from .metrics import MetricsWriter, device_peak_tflops, flops_per_token, peak_me
 from .neftune import NEFTune
 from .optim import default_warmup_steps, make_optimizer, make_scheduler
 from .profiling import StepProfiler
+from .step_metrics import DeviceScalars
 from .plugins import LAZY_INIT_PLUGINS, check_plugin_args, make_plugin, precision_for
 
 logger = get_logger(__name__)
@@ -260,7 +261,7 @@ def train(args: argparse.Namespace, exit_process: bool = False) -> int:
 
     def forward_token_loss(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """(sum of token losses, number of label tokens) for one micro-batch."""
-        batch = {k: v.to(device) for k, v in batch.items()}
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         if neft is not None:
             neft.set_lengths(batch["attention_mask"])
         inputs = model_inputs(batch, attn_implementation=attn_impl, isolate_documents=isolate_documents,
@@ -334,6 +335,34 @@ def train(args: argparse.Namespace, exit_process: bool = False) -> int:
     last_saved = global_step if args.load_checkpoint else -1
     stopped_by = None
     epoch, step_in_epoch = start_epoch, start_step_in_epoch
+    # The step whose scalars are still on their way to the host (read once the next step is queued).
+    pending: dict | None = None
+
+    def report(record: dict) -> None:
+        """Log a finished step; raises NonFiniteLoss. Sets stopped_by when a rank was signalled."""
+        nonlocal stopped_by
+        values = record.pop("scalars").read()
+        loss_value, step = values["loss"], record["step"]
+        if not math.isfinite(loss_value):
+            raise NonFiniteLoss(f"loss is {loss_value} at step {step} (epoch {record['epoch']}); stopping. "
+                                f"The last good checkpoint is kept in {args.save_dir}")
+        if stopper.decide(values["stop"]) and stopped_by is None:
+            stopped_by = stopper.signal_name
+        tokens_per_s = values["input_tokens"] / max(record["seconds"], 1e-9)
+        tflops = flops_tok * tokens_per_s / 1e12
+        metrics.log(step, {"loss": loss_value, "lr": record["lr"], "grad_norm": values["grad_norm"],
+                           "tokens_per_s": tokens_per_s, "tflops": tflops,
+                           "mfu": tflops / (peak * world_size) if peak else None, "epoch": record["epoch"],
+                           "elapsed": record["elapsed"]})
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{record['lr']:.2e}")
+
+    def flush() -> None:
+        nonlocal pending
+        if pending is not None:
+            record, pending = pending, None
+            report(record)
+
     model.train()
     optimizer.zero_grad()
     try:
@@ -341,26 +370,26 @@ def train(args: argparse.Namespace, exit_process: bool = False) -> int:
             sampler.set_epoch(epoch)
             loader = torch.utils.data.DataLoader(data.dataset, batch_size=args.micro_batch_size, sampler=sampler,
                                                  collate_fn=collator, num_workers=args.num_workers,
+                                                 pin_memory=cuda,  # so the copies below need not wait for the GPU
                                                  generator=torch.Generator().manual_seed(args.seed + epoch))
             # ^ its own generator: creating a DataLoader iterator otherwise draws from the global RNG, which
             # would shift NEFTune's noise between an uninterrupted and a resumed run.
             step_in_epoch = start_step_in_epoch if epoch == start_epoch else 0
             batches = iter(loader)
+            step_began = time.time()
             while step_in_epoch < steps_per_epoch and global_step < total_steps:
                 profiler.before_step(global_step + 1)
-                t0 = time.time()
                 window = []
                 for _ in range(args.accumulation_steps):
                     batch = next(batches, None)
                     if batch is None:
                         break
-                    window.append(batch)
                     sampler.advance(batch["input_ids"].shape[0])
-                window_tokens = _all_reduce(torch.tensor(
-                    float(sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in window)), device=device),
-                    dp_group)
-                input_tokens = _all_reduce(torch.tensor(float(sum(int(b["attention_mask"].sum()) for b in window)),
-                                                        device=device), dp_group)
+                    window.append({k: v.to(device, non_blocking=True) for k, v in batch.items()})
+                # token counts on the device: no host round trip before the step can start
+                window_tokens = _all_reduce(sum((b["labels"][:, 1:] != IGNORE_INDEX).sum() for b in window).float(),
+                                            dp_group)
+                input_tokens = _all_reduce(sum(b["attention_mask"].sum() for b in window).float(), dp_group)
                 step_loss = torch.zeros((), dtype=torch.float64, device=device)
                 for i, batch in enumerate(window):
                     last = i == len(window) - 1
@@ -372,42 +401,41 @@ def train(args: argparse.Namespace, exit_process: bool = False) -> int:
                     step_loss += loss_sum.detach().double()
                 grad_norm = None
                 if args.plugin == "ddp":  # with clipping off, an infinite bound just measures the norm
-                    grad_norm = float(optimizer.clip_grad_by_norm(args.gradient_clipping or float("inf")))
+                    grad_norm = optimizer.clip_grad_by_norm(args.gradient_clipping or float("inf"))
                 optimizer.step()
                 if grad_norm is None:
                     with contextlib.suppress(Exception):
-                        gn = optimizer.get_grad_norm()
-                        grad_norm = float(gn) if gn is not None else None
+                        grad_norm = optimizer.get_grad_norm()
                 lr = lr_scheduler.get_last_lr()[0]
                 lr_scheduler.step()
                 optimizer.zero_grad()
                 _all_reduce(step_loss, dp_group)
-                loss_value = (step_loss / window_tokens.clamp(min=1)).item()
                 step_in_epoch += 1
                 global_step += 1
                 global_step_samples[0] += sum(b["input_ids"].shape[0] for b in window) * dp_size
-                if not math.isfinite(loss_value):
-                    raise NonFiniteLoss(f"loss is {loss_value} at step {global_step} (epoch {epoch}); stopping. "
-                                        f"The last good checkpoint is kept in {args.save_dir}")
-                elapsed = time.time() - t0
-                tokens_per_s = input_tokens.item() / max(elapsed, 1e-9)
-                tflops = flops_tok * tokens_per_s / 1e12
-                values = {"loss": loss_value, "lr": lr, "grad_norm": grad_norm, "tokens_per_s": tokens_per_s,
-                          "tflops": tflops, "mfu": tflops / (peak * world_size) if peak else None,
-                          "epoch": epoch, "elapsed": time.time() - t_start}
-                metrics.log(global_step, values)
+                now = time.time()
+                record = {"step": global_step, "epoch": epoch, "lr": lr, "seconds": now - step_began,
+                          "elapsed": now - t_start,
+                          "scalars": DeviceScalars({"loss": step_loss / window_tokens.clamp(min=1),
+                                                    "input_tokens": input_tokens, "stop": stopper.flag(),
+                                                    "grad_norm": grad_norm})}
+                step_began = now
+                flush()  # the previous step: its values arrived while this one was queued
+                pending = record
                 profiler.after_step(global_step)
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
-                if args.eval_interval and global_step % args.eval_interval == 0:
+                due_eval = bool(args.eval_interval) and global_step % args.eval_interval == 0
+                due_save = global_step % args.save_interval == 0
+                if due_eval or due_save or stopped_by or global_step >= total_steps:
+                    flush()  # these need this step's loss checked first
+                if due_eval:
                     evaluate(global_step)
-                if stopper.should_stop():
-                    stopped_by = stopper.signal_name
+                if stopped_by:
                     break
                 gc_control.after_step(global_step)
-                if global_step % args.save_interval == 0:
+                if due_save:
                     save(epoch, step_in_epoch)
                     last_saved = global_step
+            flush()
             if stopped_by or global_step >= total_steps:
                 break
         if stopped_by:

@@ -1,7 +1,8 @@
 """Graceful stop on SIGTERM/SIGINT: finish the step, save a checkpoint, exit 0 (preemptible clusters).
 
-The handler only sets a flag; the loop asks ``should_stop()`` once per optimizer step, which all-reduces
-the flag so every rank stops after the same step even if only one of them was signalled.
+The handler only sets a flag; once per optimizer step the loop all-reduces it (``flag``, read a step later
+without stalling the GPU, then ``decide``) so every rank stops after the same step even if only one of them
+was signalled.
 """
 from __future__ import annotations
 
@@ -27,13 +28,18 @@ class GracefulStop:
             raise KeyboardInterrupt  # a second Ctrl-C stops at once
         self.signal_name = signal.Signals(signum).name
 
-    def should_stop(self) -> bool:
-        flag = torch.tensor([1.0 if self.signal_name else 0.0], device=self.device)
+    def flag(self) -> torch.Tensor:
+        """This rank's stop flag, all-reduced (MAX) over ranks without waiting: read it with ``decide``."""
+        flag = torch.full((1,), 1.0 if self.signal_name else 0.0, device=self.device)  # no host-to-device copy
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        if flag.item() > 0 and self.signal_name is None:
+        return flag
+
+    def decide(self, flag_value: float) -> bool:
+        """Whether to stop, from a value ``flag`` returned (every rank reads the same all-reduced value)."""
+        if flag_value > 0 and self.signal_name is None:
             self.signal_name = "signal on another rank"
-        return flag.item() > 0
+        return flag_value > 0
 
     def restore(self) -> None:
         for sig, handler in self._previous.items():
