@@ -68,13 +68,9 @@ def cross_entropy_block(logits: torch.Tensor, labels: torch.Tensor, ignore_index
 # Compilation: lazily, once per process.
 
 @functools.lru_cache(maxsize=None)
-def _compiled(name: str):
-    fn = {"cross_entropy_block": cross_entropy_block}[name]
-    return torch.compile(fn, fullgraph=True, dynamic=None)
-
-
-def kernel(name: str, compiled: bool):
-    return _compiled(name) if compiled else globals()[name]
+def compiled_cross_entropy_block():
+    """cross_entropy_block through torch.compile (Inductor fuses it into two kernels); built once per process."""
+    return torch.compile(cross_entropy_block, fullgraph=True, dynamic=None)
 
 
 def compile_available(cuda: bool) -> tuple[bool, str]:
@@ -134,7 +130,7 @@ class _FusedCrossEntropy(torch.autograd.Function):
         # bf16 has fp32's range, so its gradient keeps tiny probabilities; fp16 would flush them to zero
         # before the loss scale is applied, so fp16 (and fp32) logits keep an fp32 gradient.
         grad_dtype = torch.bfloat16 if logits.dtype == torch.bfloat16 else torch.float32
-        block = kernel("cross_entropy_block", compiled)
+        block = compiled_cross_entropy_block() if compiled else cross_entropy_block
         n = logits.shape[0]
         losses, grads = [], []
         for start in range(0, n, block_rows):
