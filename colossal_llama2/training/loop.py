@@ -46,7 +46,10 @@ class NonFiniteLoss(RuntimeError):
 
 
 def validate_inputs(args: argparse.Namespace, cuda: bool, world_size: int):
-    """Every check that needs no process group and no weights; identical on every rank."""
+    """Every check that needs no process group and no weights; identical on every rank.
+
+    Returns (model config, dataset, eval dataset or None, the resolved --fused_ops/--fused_loss choice).
+    """
     from transformers import AutoConfig
 
     for flag in ("micro_batch_size", "accumulation_steps", "num_epochs", "max_length", "save_interval"):
@@ -95,14 +98,14 @@ def validate_inputs(args: argparse.Namespace, cuda: bool, world_size: int):
     if args.compile and args.plugin not in ("zero2", "zero2_cpu", "ddp"):
         raise UserInputError(f"not supported with --plugin {args.plugin} (Gemini's parameter hooks and "
                              f"shardformer's replaced forwards do not trace); use zero2 or ddp", where="--compile")
-    resolve_fusion(args.fused_ops, args.fused_loss, args.plugin, cuda)  # raises for combinations that cannot run
+    fusion = resolve_fusion(args.fused_ops, args.fused_loss, args.plugin, cuda)  # raises for what cannot run
     if args.gc_interval < 0:
         raise UserInputError("must be >= 0", where="--gc_interval")
     if args.reduce_bucket_size_in_m < 1:
         raise UserInputError("must be >= 1", where="--reduce_bucket_size_in_m")
     if args.profile_steps and not _parse_profile_steps(args.profile_steps):
         raise UserInputError("expected FIRST:LAST optimizer steps, e.g. 10:12", where="--profile_steps")
-    return config, data, eval_data
+    return config, data, eval_data, fusion
 
 
 def _parse_profile_steps(text: str) -> tuple[int, int] | None:
@@ -138,7 +141,7 @@ def train(args: argparse.Namespace, exit_process: bool = False) -> int:
 
     cuda = torch.cuda.is_available()
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    config, data, eval_data = validate_inputs(args, cuda, world_size)
+    config, data, eval_data, fusion = validate_inputs(args, cuda, world_size)
     if args.plugin == "ddp" and not cuda and args.mixed_precision:
         logger.warning("--mixed_precision %s ignored: the ddp plugin on CPU trains in fp32", args.mixed_precision)
     precision = precision_for(args.plugin, args.mixed_precision, cuda)
@@ -149,7 +152,6 @@ def train(args: argparse.Namespace, exit_process: bool = False) -> int:
     device = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
 
     attn_impl = choose_attn_implementation(args.use_flash_attn, cuda, args.attention, args.plugin)
-    fusion = resolve_fusion(args.fused_ops, args.fused_loss, args.plugin, cuda)
     isolate_documents = args.plugin != "3d"
     logger.info("plugin %s, precision %s, attention %s, packed documents %s, %s, world size %d", args.plugin,
                 precision, attn_impl, "isolated" if isolate_documents else "NOT isolated (shardformer builds its own "

@@ -5,9 +5,8 @@ Chrome trace ``profile_trace.json`` to the tensorboard directory.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import time
+from pathlib import Path
 
 import torch
 
