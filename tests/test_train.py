@@ -25,14 +25,18 @@ from tests.scripts.fixture_dataset import build_dataset
 TRAIN = REPO_ROOT / "train.py"
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory, tiny_tokenizer_dir):
-    root = tmp_path_factory.mktemp("train_data")
-    train = build_dataset(tiny_tokenizer_dir, root / "train", max_length=64, num_parts=2)
+def build_reference_data(root: Path, tokenizer_dir: Path) -> dict:
+    """Packed training data and a per-category eval set, both deterministic."""
+    train = build_dataset(tokenizer_dir, root / "train", max_length=64, num_parts=2)
     # SFT-like eval data (one document per sample) so plain transformers can recompute its loss.
-    evaluation = build_dataset(tiny_tokenizer_dir, root / "eval", max_length=64, num_parts=1, kind="sft",
+    evaluation = build_dataset(tokenizer_dir, root / "eval", max_length=64, num_parts=1, kind="sft",
                                categories={"en": ENGLISH_EVAL, "zh": CHINESE_EVAL})
     return {"train": train, "eval": evaluation}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory, tiny_tokenizer_dir):
+    return build_reference_data(tmp_path_factory.mktemp("train_data"), tiny_tokenizer_dir)
 
 
 ENGLISH_EVAL = ["The baker opens her shop at six and sells bread until the shelves are empty.",
