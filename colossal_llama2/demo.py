@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from .utils.errors import UserInputError, run_cli
@@ -88,107 +89,151 @@ def plot_losses(stages: dict[str, Path], png: Path) -> None:
     fig.savefig(png, dpi=110)
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--output_dir", default="demo_output", help="Where every stage writes (wiped and rebuilt).")
     p.add_argument("--nproc", type=int, default=2, help="Ranks for training (CPU: gloo processes; GPU: GPUs).")
     p.add_argument("--plugin", default=None, help="Booster plugin (default: ddp on CPU, zero2 with CUDA).")
     p.add_argument("--num_new_pieces", type=int, default=700, help="Chinese pieces learned from the corpus.")
     p.add_argument("--max_length", type=int, default=256, help="Training sequence length.")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
 
+
+@dataclass
+class Demo:
+    """What every stage needs: where to write, how to run a command, and the training setup."""
+    out: Path
+    run: Runner
+    py: str
+    plugin: str
+    nproc: int
+    cuda: bool
+    max_length: int
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     import torch
 
     cuda = torch.cuda.is_available()
-    plugin = args.plugin or ("zero2" if cuda else "ddp")
-    nproc = min(args.nproc, torch.cuda.device_count()) if cuda else args.nproc
     out = Path(args.output_dir).resolve()
     prepare_output_dir(out)
     env = dict(colossalai_run_env(), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", OMP_NUM_THREADS="1",
                PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    run = Runner(env)
-    py = sys.executable
+    demo = Demo(out=out, run=Runner(env), py=sys.executable, plugin=args.plugin or ("zero2" if cuda else "ddp"),
+                nproc=min(args.nproc, torch.cuda.device_count()) if cuda else args.nproc, cuda=cuda,
+                max_length=args.max_length)
     started = time.time()
+    base = base_model(demo)
+    tokenizer_dir = extend_vocabulary(demo, base, args.num_new_pieces)
+    model_dir = grow_model(demo, base, tokenizer_dir)
+    data = prepare_data(demo, model_dir)
+    final_model, metrics = train_stages(demo, model_dir, data)
+    generations = generate(demo, final_model)
+    banner("7/7 loss curves")
+    png = out / "loss_curves.png"
+    plot_losses(metrics, png)
+    write_report(demo, final_model, generations, metrics, started)
+    print(f"\nDone in {time.time() - started:.0f} s. Outputs in {out}:")
+    for path, what in ((base, "stand-in base model"), (tokenizer_dir, "extended tokenizer"),
+                       (model_dir, "grown model"), (data, "prepared datasets"), (out / "checkpoints", "checkpoints"),
+                       (final_model, "final model (load with from_pretrained)"), (out / "tensorboard", "metrics"),
+                       (png, "loss curves"), (out / "demo_report.json", "summary of this run")):
+        print(f"  {what:42s} {path}")
+    return 0
 
+
+def base_model(demo: Demo) -> Path:
     banner("1/7 tiny LLaMA-2-like base model (stand-in for a downloaded one)")
-    base = out / "base_model"
-    run([py, "-c", "import sys; from colossal_llama2.tiny_base import build_tiny_tokenizer, build_tiny_llama; "
-         "t = build_tiny_tokenizer([sys.argv[1]], sys.argv[2], vocab_size=1000); "
-         "build_tiny_llama(t, sys.argv[3], hidden_size=128, intermediate_size=352, num_hidden_layers=4, "
-         "num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=1024)",
-         DEMO_DATA / "base_english.txt", out / "base_tokenizer", base])
+    base = demo.out / "base_model"
+    demo.run([demo.py, "-c", "import sys; from colossal_llama2.tiny_base import build_tiny_tokenizer, build_tiny_llama; "
+              "t = build_tiny_tokenizer([sys.argv[1]], sys.argv[2], vocab_size=1000); "
+              "build_tiny_llama(t, sys.argv[3], hidden_size=128, intermediate_size=352, num_hidden_layers=4, "
+              "num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=1024)",
+              DEMO_DATA / "base_english.txt", demo.out / "base_tokenizer", base])
+    return base
 
+
+def extend_vocabulary(demo: Demo, base: Path, num_new_pieces: int) -> Path:
     banner("2/7 extend the vocabulary with Chinese pieces learned from the corpus")
-    tokenizer_dir = out / "extended_tokenizer"
-    run([py, "colossal_llama2/tokenizer/init_tokenizer.py", "--source_tokenizer_dir", base,
-         "--target_tokenizer_dir", tokenizer_dir, "--train_corpus", DEMO_DATA / "pretrain",
-         "--num_new_pieces", args.num_new_pieces])
-    run([py, "-m", "colossal_llama2.tokenizer.stats", "--tokenizer_dirs", f"{base},{tokenizer_dir}",
-         "--data_input_dirs", DEMO_DATA / "pretrain"])
+    tokenizer_dir = demo.out / "extended_tokenizer"
+    demo.run([demo.py, "colossal_llama2/tokenizer/init_tokenizer.py", "--source_tokenizer_dir", base,
+              "--target_tokenizer_dir", tokenizer_dir, "--train_corpus", DEMO_DATA / "pretrain",
+              "--num_new_pieces", num_new_pieces])
+    demo.run([demo.py, "-m", "colossal_llama2.tokenizer.stats", "--tokenizer_dirs", f"{base},{tokenizer_dir}",
+              "--data_input_dirs", DEMO_DATA / "pretrain"])
+    return tokenizer_dir
 
+
+def grow_model(demo: Demo, base: Path, tokenizer_dir: Path) -> Path:
     banner("3/7 grow embedding and lm_head (new rows: mean of the old ones)")
-    model_dir = out / "extended_model"
-    run([py, "colossal_llama2/model/init_model.py", "--source_model_and_tokenizer_path", base,
-         "--target_tokenizer_path", tokenizer_dir, "--target_model_path", model_dir])
+    model_dir = demo.out / "extended_model"
+    demo.run([demo.py, "colossal_llama2/model/init_model.py", "--source_model_and_tokenizer_path", base,
+              "--target_tokenizer_path", tokenizer_dir, "--target_model_path", model_dir])
+    return model_dir
 
+
+def prepare_data(demo: Demo, model_dir: Path) -> Path:
     banner("4/7 prepare pretraining and SFT datasets")
-    data = out / "data"
+    data = demo.out / "data"
     for script, kind in (("prepare_pretrain_dataset.py", "pretrain"), ("prepare_sft_dataset.py", "sft")):
-        run([py, script, "--data_input_dirs", DEMO_DATA / kind, "--tokenizer_dir", model_dir,
-             "--data_cache_dir", data / f"{kind}_cache", "--data_jsonl_output_dir", data / f"{kind}_jsonl",
-             "--data_arrow_output_dir", data / f"{kind}_arrow", "--max_length", args.max_length,
-             "--num_spliced_dataset_bins", "2", "--num_proc", "2"])
+        demo.run([demo.py, script, "--data_input_dirs", DEMO_DATA / kind, "--tokenizer_dir", model_dir,
+                  "--data_cache_dir", data / f"{kind}_cache", "--data_jsonl_output_dir", data / f"{kind}_jsonl",
+                  "--data_arrow_output_dir", data / f"{kind}_arrow", "--max_length", demo.max_length,
+                  "--num_spliced_dataset_bins", "2", "--num_proc", "2"])
+    return data
 
-    banner(f"5/7 training with colossalai run ({plugin}, {nproc} ranks)")
-    stages = [
-        ("pretrain-embeddings", model_dir, "pretrain", ["--freeze_non_embeds_params", "--lr", "3e-3", "--num_epochs", "1"]),
-        ("pretrain-full", None, "pretrain", ["--lr", "2e-3", "--num_epochs", "4"]),
-        ("sft-neftune", None, "sft", ["--lr", "1e-3", "--num_epochs", "4", "--use_neft"]),
-    ]
+
+TRAINING_STAGES = [  # (name, data kind, extra train.py flags); each stage starts from the previous one's model
+    ("pretrain-embeddings", "pretrain", ["--freeze_non_embeds_params", "--lr", "3e-3", "--num_epochs", "1"]),
+    ("pretrain-full", "pretrain", ["--lr", "2e-3", "--num_epochs", "4"]),
+    ("sft-neftune", "sft", ["--lr", "1e-3", "--num_epochs", "4", "--use_neft"]),
+]
+
+
+def train_stages(demo: Demo, model_dir: Path, data: Path) -> tuple[Path, dict[str, Path]]:
+    """Run the training stages through `colossalai run`; returns (final modeling/ dir, metrics file per stage)."""
+    banner(f"5/7 training with colossalai run ({demo.plugin}, {demo.nproc} ranks)")
     metrics = {}
-    previous = None
-    for name, pretrained, kind, extra in stages:
-        pretrained = pretrained or previous
-        save_dir, tb_dir = out / "checkpoints" / name, out / "tensorboard" / name
+    pretrained = model_dir
+    for name, kind, extra in TRAINING_STAGES:
+        save_dir, tb_dir = demo.out / "checkpoints" / name, demo.out / "tensorboard" / name
         parts = sorted(str(p) for p in (data / f"{kind}_arrow").glob("part-*"))
-        run([Path(py).parent / "colossalai", "run", "--nproc_per_node", nproc, "--master_port", "29533",
-             "train.py", "--pretrained", pretrained, "--dataset", *parts, "--plugin", plugin,
-             "--save_dir", save_dir, "--tensorboard_dir", tb_dir, "--config_file", out / "configs" / f"{name}.json",
-             "--max_length", args.max_length, "--micro_batch_size", "4", "--accumulation_steps", "1",
-             "--warmup_steps", "5", "--save_interval", "100000", "--mixed_precision", "bf16", *extra])
+        demo.run([Path(demo.py).parent / "colossalai", "run", "--nproc_per_node", demo.nproc, "--master_port", "29533",
+                  "train.py", "--pretrained", pretrained, "--dataset", *parts, "--plugin", demo.plugin,
+                  "--save_dir", save_dir, "--tensorboard_dir", tb_dir,
+                  "--config_file", demo.out / "configs" / f"{name}.json", "--max_length", demo.max_length,
+                  "--micro_batch_size", "4", "--accumulation_steps", "1", "--warmup_steps", "5",
+                  "--save_interval", "100000", "--mixed_precision", "bf16", *extra])
         final = sorted(save_dir.glob("epoch-*_step-*"), key=lambda d: int(d.name.rsplit("-", 1)[1]))[-1]
-        previous = final / "modeling"
+        pretrained = final / "modeling"
         metrics[name] = tb_dir / "metrics.jsonl"
         rows = read_metrics(metrics[name])
         if rows:
             print(f"{name}: {len(rows)} steps, loss {rows[0]['loss']:.3f} -> {rows[-1]['loss']:.3f}")
+    return pretrained, metrics
 
+
+def generate(demo: Demo, model: Path) -> dict[str, str]:
     banner("6/7 generate from the final model (plain transformers)")
     generations = {}
     for prompt, chat in (("Translate into Chinese: The teacher likes green tea very much.", True),
                          ("把这句话翻译成英文：冬天，老师在图书馆里看书。", True), ("冬天，老师", False)):
         print(f"{'chat turn' if chat else 'plain prompt'}: {prompt!r}")
-        text = run([py, "inference_example.py", "--model_path", previous, "--device", "cuda:0" if cuda else "cpu",
-                    "--max_new_tokens", "32", "--do_sample", "False", "--input_txt", prompt,
-                    *(["--chat"] if chat else [])], capture=True)
+        text = demo.run([demo.py, "inference_example.py", "--model_path", model,
+                         "--device", "cuda:0" if demo.cuda else "cpu", "--max_new_tokens", "32", "--do_sample", "False",
+                         "--input_txt", prompt, *(["--chat"] if chat else [])], capture=True)
         generations[prompt] = text.strip()
         print(f"model: {generations[prompt]!r}")
+    return generations
 
-    banner("7/7 loss curves")
-    png = out / "loss_curves.png"
-    plot_losses(metrics, png)
-    report = {"final_model": str(previous), "generations": generations, "seconds": round(time.time() - started, 1),
+
+def write_report(demo: Demo, final_model: Path, generations: dict, metrics: dict[str, Path], started: float) -> None:
+    report = {"final_model": str(final_model), "generations": generations, "seconds": round(time.time() - started, 1),
               "stages": {name: {"steps": len(rows), "first_loss": rows[0]["loss"], "last_loss": rows[-1]["loss"]}
                          for name, rows in ((n, read_metrics(f)) for n, f in metrics.items()) if rows}}
-    (out / "demo_report.json").write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
-    print(f"\nDone in {time.time() - started:.0f} s. Outputs in {out}:")
-    for path, what in ((base, "stand-in base model"), (tokenizer_dir, "extended tokenizer"),
-                       (model_dir, "grown model"), (data, "prepared datasets"), (out / "checkpoints", "checkpoints"),
-                       (previous, "final model (load with from_pretrained)"), (out / "tensorboard", "metrics"),
-                       (png, "loss curves"), (out / "demo_report.json", "summary of this run")):
-        print(f"  {what:42s} {path}")
-    return 0
+    (demo.out / "demo_report.json").write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
 
 
 if __name__ == "__main__":

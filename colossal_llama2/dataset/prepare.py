@@ -175,113 +175,171 @@ def prepare(o: Options) -> dict:
 
 
 def _prepare(o: Options) -> dict:
+    """read -> select (category weights) -> tokenize -> pack -> bin and write -> summary."""
     t_start = time.perf_counter()
     _check_options(o)
     files = list_input_files(o.data_input_dirs)
     weights = parse_category_weights(o.category_weights)
     tokenizer = load_tokenizer(o.tokenizer_dir)
-    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
-    if o.kind == "sft":
-        check_template_is_token_exact(tokenizer)
-        parse, fit = conversation.sft_record_parser(bos, eos), "turns"
-    else:
-        parse, fit = pretrain_record_parser(bos, eos), "chunk"
+    parse, fit = _record_parser(o.kind, tokenizer)
     import datasets  # noqa: F401  (a one-time import of ~1 s, done with the tokenizer load, not mid-way)
 
     t_setup = time.perf_counter()
-
-    # 1. Read and validate everything before any heavy work.
-    total_bytes = sum(f.stat().st_size for f in files)
-    with _progress_bar(total_bytes, "reading", "B", unit_scale=True) as bar:
-        read = read_records(files, parse, o.skip_bad_lines, progress=bar.update)
-    records: list[Record] = read.records
-    if not records:
-        raise UserInputError("no valid record in the input", where="--data_input_dirs")
+    corpus = _read(files, parse, o.skip_bad_lines, weights)
     t_read = time.perf_counter()
-    categories = sorted({r.category for r in records})
+    copies, selected = _select(corpus, weights, o.seed)
+    tokens = _tokenize(o, tokenizer, corpus.records, selected, fit)
+    t_tok = time.perf_counter()
+    sequences, stats = _pack(o, corpus, tokens, copies, selected, weights)
+    t_pack = time.perf_counter()
+    with ExitStack() as stack:  # everything goes to temporary dirs, renamed only when all is written
+        arrow_tmp = stack.enter_context(atomic_directory(o.data_arrow_output_dir, overwrite=o.overwrite))
+        jsonl_tmp = (stack.enter_context(atomic_directory(o.data_jsonl_output_dir, overwrite=o.overwrite))
+                     if o.data_jsonl_output_dir else None)
+        written = _bin_and_write(o, tokenizer, corpus.categories, sequences, stats, tokens, arrow_tmp, jsonl_tmp)
+        summary = _summary(o, files, corpus.read, corpus.categories, stats, tokenized_tokens=int(tokens.doc_tokens.sum()),
+                           times=(t_start, t_setup, t_read, t_tok, t_pack), **written)
+        (arrow_tmp / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n",
+                                              encoding="utf-8")
+    if o.kind == "sft" and o.install_chat_template:
+        path = conversation.install_chat_template(o.tokenizer_dir)
+        logger.info("chat template installed in %s", path)
+    return summary
+
+
+def _record_parser(kind: str, tokenizer):
+    """(line parser, fit policy): pretraining documents are chunked, SFT conversations cut between turns."""
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    if kind == "sft":
+        check_template_is_token_exact(tokenizer)
+        return conversation.sft_record_parser(bos, eos), "turns"
+    return pretrain_record_parser(bos, eos), "chunk"
+
+
+@dataclass
+class _Corpus:
+    read: object            # jsonl_reader's result: records and line statistics
+    records: list[Record]
+    categories: list[str]   # sorted
+    record_cat: np.ndarray  # category index of each record
+
+
+def _read(files, parse, skip_bad_lines: bool, weights: dict) -> _Corpus:
+    """Read and validate every line before any heavy work."""
+    with _progress_bar(sum(f.stat().st_size for f in files), "reading", "B", unit_scale=True) as bar:
+        read = read_records(files, parse, skip_bad_lines, progress=bar.update)
+    if not read.records:
+        raise UserInputError("no valid record in the input", where="--data_input_dirs")
+    categories = sorted({r.category for r in read.records})
     for name in sorted(set(weights) - set(categories)):
         logger.warning("%s names category %r, which no record has", WEIGHTS_FLAG, name)
     cat_index = {c: i for i, c in enumerate(categories)}
-    record_cat = np.array([cat_index[r.category] for r in records], dtype=np.int64)
+    record_cat = np.array([cat_index[r.category] for r in read.records], dtype=np.int64)
+    return _Corpus(read=read, records=read.records, categories=categories, record_cat=record_cat)
 
-    # 2. Category weights -> copies per record; records with no copy are not tokenized.
-    copies = np.zeros(len(records), dtype=np.int64)
-    for ci, name in enumerate(categories):
-        members = np.flatnonzero(record_cat == ci)
-        copies[members] = copies_for(len(members), weights.get(name, 1.0), category_rng(o.seed, name, _SALT_WEIGHTS))
+
+def _select(corpus: _Corpus, weights: dict, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Category weights -> (copies per record, indices of records with at least one copy)."""
+    copies = np.zeros(len(corpus.records), dtype=np.int64)
+    for ci, name in enumerate(corpus.categories):
+        members = np.flatnonzero(corpus.record_cat == ci)
+        copies[members] = copies_for(len(members), weights.get(name, 1.0), category_rng(seed, name, _SALT_WEIGHTS))
     selected = np.flatnonzero(copies > 0)
     if len(selected) == 0:
         raise UserInputError("the weights leave no document", where=WEIGHTS_FLAG)
+    return copies, selected
 
-    # 3. Tokenize and fit to max_length, in workers.
+
+@dataclass
+class _Tokens:
+    ids: np.ndarray          # every chunk's tokens, concatenated
+    mask: np.ndarray         # loss mask, aligned with ids
+    chunk_rec: np.ndarray    # record index of each chunk
+    chunk_start: np.ndarray  # offset of each chunk in ids
+    chunk_len: np.ndarray
+    doc_tokens: np.ndarray   # per selected record: tokens, supervised tokens, chunks it was cut into
+    doc_sup: np.ndarray
+    doc_split: np.ndarray
+    drops: list              # (record index, reason, tokens, supervised tokens)
+
+
+def _tokenize(o: Options, tokenizer, records: list[Record], selected: np.ndarray, fit: str) -> _Tokens:
+    """Tokenize the selected records and fit them to max_length, in ``num_proc`` workers."""
     docs = [records[i].document for i in selected]
-    ids_parts, mask_parts, chunk_rec, chunk_start, chunk_len = [], [], [], [], []
-    doc_tokens, doc_sup, doc_split = [], [], []
-    drops = []  # (record index, reason, tokens, supervised)
+    columns = {k: [] for k in ("ids", "mask", "chunk_rec", "chunk_start", "chunk_len", "doc_tokens", "doc_sup",
+                               "doc_split")}
+    drops = []
     base_doc = base_tok = 0
     with _progress_bar(len(docs), "tokenizing", "doc") as bar:
         for batch in encode_all(tokenizer, docs, fit, o.max_length, o.num_proc,
                                 tokenizer_loader=partial(load_tokenizer, o.tokenizer_dir)):
-            ids_parts.append(batch.ids)
-            mask_parts.append(batch.mask)
-            chunk_rec.append(selected[base_doc + batch.chunk_doc])
-            chunk_start.append(batch.chunk_start + base_tok)
-            chunk_len.append(batch.chunk_len)
-            doc_tokens.append(batch.doc_tokens)
-            doc_sup.append(batch.doc_supervised)
-            doc_split.append(batch.doc_split)
+            for key, value in (("ids", batch.ids), ("mask", batch.mask),
+                               ("chunk_rec", selected[base_doc + batch.chunk_doc]),
+                               ("chunk_start", batch.chunk_start + base_tok), ("chunk_len", batch.chunk_len),
+                               ("doc_tokens", batch.doc_tokens), ("doc_sup", batch.doc_supervised),
+                               ("doc_split", batch.doc_split)):
+                columns[key].append(value)
             drops += [(int(selected[base_doc + d.doc]), d.reason, d.tokens, d.supervised) for d in batch.drops]
-            n_docs = len(batch.doc_tokens)
-            base_doc += n_docs
+            base_doc += len(batch.doc_tokens)
             base_tok += len(batch.ids)
-            bar.update(n_docs)
+            bar.update(len(batch.doc_tokens))
     del docs
-    ids = np.concatenate(ids_parts)
-    mask = np.concatenate(mask_parts)
-    del ids_parts, mask_parts
-    chunk_rec, chunk_start, chunk_len = (np.concatenate(a) for a in (chunk_rec, chunk_start, chunk_len))
-    doc_tokens, doc_sup, doc_split = (np.concatenate(a) for a in (doc_tokens, doc_sup, doc_split))
-    t_tok = time.perf_counter()
-    tokenized_tokens = int(doc_tokens.sum())
+    return _Tokens(**{k: np.concatenate(v) for k, v in columns.items()}, drops=drops)
 
-    # 4. Per category: expand copies, pack (pretraining) or keep one chunk per sample (SFT).
-    chunk_copies = copies[chunk_rec]
-    chunk_cat = record_cat[chunk_rec]
-    sel_cat = record_cat[selected]
-    sel_copies = copies[selected]
+
+def _pack(o: Options, corpus: _Corpus, tokens: _Tokens, copies: np.ndarray, selected: np.ndarray,
+          weights: dict) -> tuple[dict[str, list[list[int]]], dict[str, dict]]:
+    """Per category: expand copies, then pack chunks (pretraining) or keep one per sample (SFT).
+
+    Returns (sequences: lists of chunk indices per category, per-category statistics)."""
+    chunk_copies = copies[tokens.chunk_rec]
+    chunk_cat = corpus.record_cat[tokens.chunk_rec]
     sequences: dict[str, list[list[int]]] = {}
     stats: dict[str, dict] = {}
-    for ci, name in enumerate(categories):
+    for ci, name in enumerate(corpus.categories):
         mine = np.flatnonzero(chunk_cat == ci)
         expanded = np.repeat(mine, chunk_copies[mine])
         if o.kind == "pretrain":
-            packed = pack_best_fit_decreasing(chunk_len[expanded], o.max_length, category_rng(o.seed, name, _SALT_PACK))
+            packed = pack_best_fit_decreasing(tokens.chunk_len[expanded], o.max_length,
+                                              category_rng(o.seed, name, _SALT_PACK))
             sequences[name] = [[int(expanded[i]) for i in seq] for seq in packed]
         else:
             sequences[name] = [[int(c)] for c in expanded]
-        in_cat = sel_cat == ci
-        stats[name] = {
-            "records": int((record_cat == ci).sum()),
-            "weight": weights.get(name, 1.0),
-            "documents": int(copies[record_cat == ci].sum()),
-            "input_tokens": int((doc_tokens[in_cat] * sel_copies[in_cat]).sum()),
-            "input_supervised_tokens": int((doc_sup[in_cat] * sel_copies[in_cat]).sum()),
-            "documents_cut_into_chunks": int(sel_copies[in_cat & (doc_split > 1)].sum()),
-            "chunks": int(len(expanded)),
-            "sequences": len(sequences[name]),
-            "tokens": int(chunk_len[expanded].sum()),
-            "supervised_tokens": 0,  # filled below from the written arrays
-            "dropped": {},
-        }
-    for rec, reason, tokens, sup in drops:
-        entry = stats[categories[record_cat[rec]]]["dropped"].setdefault(reason, {"count": 0, "tokens": 0,
-                                                                                  "supervised_tokens": 0})
+        stats[name] = _category_stats(ci, corpus.record_cat, copies, selected, tokens, expanded,
+                                      len(sequences[name]), weights.get(name, 1.0))
+    for rec, reason, n_tokens, sup in tokens.drops:
+        entry = stats[corpus.categories[corpus.record_cat[rec]]]["dropped"].setdefault(
+            reason, {"count": 0, "tokens": 0, "supervised_tokens": 0})
         entry["count"] += int(copies[rec])
-        entry["tokens"] += tokens * int(copies[rec])
+        entry["tokens"] += n_tokens * int(copies[rec])
         entry["supervised_tokens"] += sup * int(copies[rec])
+    return sequences, stats
 
-    # 5. Bins -> parts; write everything to temporary dirs, renamed only when all is written.
-    t_pack = time.perf_counter()
+
+def _category_stats(ci: int, record_cat: np.ndarray, copies: np.ndarray, selected: np.ndarray, tokens: _Tokens,
+                    expanded: np.ndarray, num_sequences: int, weight: float) -> dict:
+    in_cat = record_cat[selected] == ci
+    sel_copies = copies[selected]
+    return {
+        "records": int((record_cat == ci).sum()),
+        "weight": weight,
+        "documents": int(copies[record_cat == ci].sum()),
+        "input_tokens": int((tokens.doc_tokens[in_cat] * sel_copies[in_cat]).sum()),
+        "input_supervised_tokens": int((tokens.doc_sup[in_cat] * sel_copies[in_cat]).sum()),
+        "documents_cut_into_chunks": int(sel_copies[in_cat & (tokens.doc_split > 1)].sum()),
+        "chunks": int(len(expanded)),
+        "sequences": num_sequences,
+        "tokens": int(tokens.chunk_len[expanded].sum()),
+        "supervised_tokens": 0,  # filled when the parts are written
+        "dropped": {},
+    }
+
+
+def _bin_and_write(o: Options, tokenizer, categories: list[str], sequences: dict, stats: dict, tokens: _Tokens,
+                   arrow_tmp: Path, jsonl_tmp: Path | None) -> dict:
+    """Deal each category's sequences into bins, bin i of every category forming part i; write the parts.
+
+    Returns what the summary needs of the output (parts, categories missing from parts, token counts)."""
     seq_counts = {name: len(seqs) for name, seqs in sequences.items()}
     num_parts, part_bins = assign_parts(seq_counts, o.num_spliced_dataset_bins,
                                         lambda name: category_rng(o.seed, name, _SALT_BINS))
@@ -293,52 +351,48 @@ def _prepare(o: Options) -> dict:
     for name, parts in missing.items():
         logger.warning("category %r has %d sequences, fewer than the %d parts: missing from %d part(s)",
                        name, seq_counts[name], num_parts, len(parts))
+    jobs = _part_jobs(o, tokenizer, categories, sequences, part_bins, num_parts, arrow_tmp, jsonl_tmp)
+    formatter = (IntListFormatter.for_range(min(IGNORE_INDEX, int(tokens.ids.min(initial=0))),
+                                            max(int(tokens.ids.max(initial=0)), int(tokens.chunk_len.max(initial=0))))
+                 if jsonl_tmp is not None else None)
+    part_summaries, out_tokens, out_sup = [], 0, 0
+    with _progress_bar(num_parts, "writing", "part") as bar:
+        for job, (n_rows, n_tokens, n_sup, sup_by_cat) in zip(
+                jobs, _write_parts(jobs, (tokens.ids, tokens.mask, tokens.chunk_start, tokens.chunk_len, formatter),
+                                   o.num_proc)):
+            for name, sup in sup_by_cat.items():
+                stats[name]["supervised_tokens"] += sup
+            part_summaries.append({"name": part_name(job.part), "samples": n_rows, "tokens": n_tokens,
+                                   "categories": {name: job.row_cats.count(name) for name in categories}})
+            out_tokens += n_tokens
+            out_sup += n_sup
+            bar.update(1)
+    if o.kind == "sft":
+        (arrow_tmp / conversation.CHAT_TEMPLATE_FILE).write_text(conversation.CHAT_TEMPLATE, encoding="utf-8")
+    return {"num_parts": num_parts, "part_summaries": part_summaries, "missing": missing, "out_tokens": out_tokens,
+            "out_sup": out_sup}
+
+
+def _part_jobs(o: Options, tokenizer, categories: list[str], sequences: dict, part_bins: dict, num_parts: int,
+               arrow_tmp: Path, jsonl_tmp: Path | None) -> list["_PartJob"]:
+    """One job per part: its rows (every category's bin for the part) in a seeded shuffled order."""
     meta = {"format": FORMAT, "kind": o.kind, "max_length": o.max_length, "vocab_size": len(tokenizer),
-            "tokenizer_dir": str(Path(o.tokenizer_dir).resolve()), "bos_token_id": bos, "eos_token_id": eos,
-            "num_parts": num_parts}
+            "tokenizer_dir": str(Path(o.tokenizer_dir).resolve()), "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id, "num_parts": num_parts}
     if o.kind == "sft":
         meta["chat_template"] = conversation.CHAT_TEMPLATE
-    part_summaries = []
-    out_tokens = out_sup = 0
-    formatter = (IntListFormatter.for_range(min(IGNORE_INDEX, int(ids.min(initial=0))),
-                                  max(int(ids.max(initial=0)), int(chunk_len.max(initial=0))))
-                 if o.data_jsonl_output_dir else None)
-    with ExitStack() as stack:
-        arrow_tmp = stack.enter_context(atomic_directory(o.data_arrow_output_dir, overwrite=o.overwrite))
-        jsonl_tmp = (stack.enter_context(atomic_directory(o.data_jsonl_output_dir, overwrite=o.overwrite))
-                     if o.data_jsonl_output_dir else None)
-        jobs = []
-        for p in range(num_parts):
-            rows, row_cats = [], []
-            for name in categories:
-                for s in part_bins[name][p]:
-                    rows.append(sequences[name][int(s)])
-                    row_cats.append(name)
-            order = np.random.default_rng([o.seed, _SALT_ROWS, p]).permutation(len(rows))
-            jobs.append(_PartJob(p, [rows[i] for i in order], [row_cats[i] for i in order], arrow_tmp / part_name(p),
-                                 jsonl_tmp / f"{part_name(p)}.jsonl" if jsonl_tmp is not None else None,
-                                 dict(meta, part=p)))
-        with _progress_bar(num_parts, "writing", "part") as bar:
-            for job, (n_rows, n_tokens, n_sup, sup_by_cat) in zip(
-                    jobs, _write_parts(jobs, (ids, mask, chunk_start, chunk_len, formatter), o.num_proc)):
-                for name, sup in sup_by_cat.items():
-                    stats[name]["supervised_tokens"] += sup
-                counts = {name: job.row_cats.count(name) for name in categories}
-                part_summaries.append({"name": part_name(job.part), "samples": n_rows, "tokens": n_tokens,
-                                       "categories": counts})
-                out_tokens += n_tokens
-                out_sup += n_sup
-                bar.update(1)
-        if o.kind == "sft":
-            (arrow_tmp / conversation.CHAT_TEMPLATE_FILE).write_text(conversation.CHAT_TEMPLATE, encoding="utf-8")
-        summary = _summary(o, files, read, categories, stats, num_parts, part_summaries, missing, out_tokens, out_sup,
-                           tokenized_tokens, times=(t_start, t_setup, t_read, t_tok, t_pack))
-        (arrow_tmp / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n",
-                                              encoding="utf-8")
-    if o.kind == "sft" and o.install_chat_template:
-        path = conversation.install_chat_template(o.tokenizer_dir)
-        logger.info("chat template installed in %s", path)
-    return summary
+    jobs = []
+    for p in range(num_parts):
+        rows, row_cats = [], []
+        for name in categories:
+            for s in part_bins[name][p]:
+                rows.append(sequences[name][int(s)])
+                row_cats.append(name)
+        order = np.random.default_rng([o.seed, _SALT_ROWS, p]).permutation(len(rows))
+        jobs.append(_PartJob(p, [rows[i] for i in order], [row_cats[i] for i in order], arrow_tmp / part_name(p),
+                             jsonl_tmp / f"{part_name(p)}.jsonl" if jsonl_tmp is not None else None,
+                             dict(meta, part=p)))
+    return jobs
 
 
 @dataclass
@@ -384,7 +438,7 @@ def _write_parts(jobs: list[_PartJob], tokens: tuple, num_proc: int):
         _TOKENS = None
 
 
-def _summary(o: Options, files, read, categories, stats, num_parts, part_summaries, missing, out_tokens, out_sup,
+def _summary(o: Options, files, read, categories, stats, *, num_parts, part_summaries, missing, out_tokens, out_sup,
              tokenized_tokens, times) -> dict:
     t_start, t_setup, t_read, t_tok, t_pack = times
     elapsed = time.perf_counter() - t_start

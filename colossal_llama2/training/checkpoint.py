@@ -17,6 +17,7 @@ import os
 import random
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -177,3 +178,36 @@ def load_checkpoint(booster, model, optimizer, lr_scheduler, path: str | os.Path
     else:
         logger.warning("no RNG state for rank %d in %s (world size changed?): RNG not restored", rank, path)
     return states
+
+
+@dataclass
+class Progress:
+    """Where the loop is: saved in running_states.json and restored by ``resume``."""
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    consumed_samples: int = 0  # over all data-parallel ranks
+    last_saved: int = -1       # global step of the newest checkpoint this run wrote or resumed from
+
+    def running_states(self, sampler) -> dict:
+        return {"step_in_epoch": self.step_in_epoch, "sampler": sampler.state_dict(),
+                "consumed_samples_global": self.consumed_samples}
+
+
+def resume(path: str | os.PathLike, booster, model, optimizer, lr_scheduler, sampler, *, steps_per_epoch: int,
+           samples_per_step: int) -> Progress:
+    """--load_checkpoint: restore a full checkpoint (everything) or only weights from a modeling/ dir."""
+    if checkpoint_kind(path) != "full":
+        booster.load_model(model, weights_path(path))
+        logger.info("loaded weights only from %s (fresh optimizer and schedule)", path)
+        return Progress(last_saved=0)  # nothing to save before the first step
+    states = load_checkpoint(booster, model, optimizer, lr_scheduler, path)
+    sampler.load_state_dict(states["sampler"])
+    progress = Progress(epoch=states["epoch"], step_in_epoch=states["step_in_epoch"],
+                        global_step=states["global_step"], last_saved=states["global_step"])
+    if progress.step_in_epoch >= steps_per_epoch:  # saved at the end of an epoch
+        progress.epoch, progress.step_in_epoch = progress.epoch + 1, 0
+    progress.consumed_samples = progress.global_step * samples_per_step
+    logger.info("resumed from %s: epoch %d, step %d in epoch, global step %d", path, progress.epoch,
+                progress.step_in_epoch, progress.global_step)
+    return progress

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -35,6 +36,25 @@ def make_optimizer(model: torch.nn.Module, *, lr: float, weight_decay: float, us
 
 def default_warmup_steps(total_steps: int) -> int:
     return max(1, math.ceil(0.025 * total_steps)) if total_steps > 0 else 0
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """How many optimizer steps the run makes, from the data, the batch settings and --max_steps."""
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+
+    @classmethod
+    def make(cls, samples_per_rank: int, *, micro_batch_size: int, accumulation_steps: int, num_epochs: int,
+             max_steps: int, warmup_steps: int | None) -> "StepPlan":
+        micro_batches_per_epoch = math.ceil(samples_per_rank / micro_batch_size)
+        steps_per_epoch = math.ceil(micro_batches_per_epoch / accumulation_steps)
+        total = steps_per_epoch * num_epochs
+        if max_steps:
+            total = min(total, max_steps)
+        warmup = warmup_steps if warmup_steps is not None else default_warmup_steps(total)
+        return cls(steps_per_epoch=steps_per_epoch, total_steps=total, warmup_steps=warmup)
 
 
 class WarmupCosine:

@@ -1,6 +1,11 @@
 """Booster plugin factory: maps --plugin to a Colossal-AI plugin, and refuses combinations that cannot work."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
 from ..utils.errors import UserInputError
 
 GPU_PLUGINS = ("gemini", "gemini_auto", "zero2", "zero2_cpu", "3d")
@@ -58,3 +63,30 @@ def make_plugin(plugin: str, *, precision: str, max_norm: float, tp: int, zero: 
         return HybridParallelPlugin(tp_size=tp, pp_size=1, zero_stage=zero, precision=precision,
                                     initial_scale=2**16, max_norm=max_norm, make_vocab_size_divisible_by=tp)
     raise UserInputError(f"unknown plugin {plugin!r}", where="--plugin")
+
+
+@dataclass(frozen=True)
+class DataParallel:
+    """This rank's place among the data-parallel replicas (TP ranks of one replica see the same data)."""
+    size: int
+    rank: int
+    group: object = None  # None: the whole world
+
+    def all_reduce(self, t: torch.Tensor) -> torch.Tensor:
+        """Sum ``t`` over the replicas in place (asynchronous on CUDA: no host wait); returns it."""
+        dist.all_reduce(t, group=self.group)
+        return t
+
+
+def data_parallel(plugin, plugin_name: str) -> DataParallel:
+    if plugin_name == "3d":
+        return DataParallel(plugin.dp_size, dist.get_rank(plugin.dp_group), plugin.dp_group)
+    return DataParallel(dist.get_world_size(), dist.get_rank())
+
+
+def make_booster(plugin_name: str, plugin, precision: str, cuda: bool):
+    """The Booster; ddp on GPU in fp16 gets torch AMP from it (bf16 runs under autocast, see model_setup)."""
+    from colossalai.booster import Booster
+
+    return Booster(plugin=plugin, mixed_precision="fp16" if (plugin_name == "ddp" and cuda and
+                                                            precision == "fp16") else None)

@@ -1,0 +1,116 @@
+"""The model: how it is built, and every change made to transformers' LLaMA, decided in one place.
+
+``plan_model_patches`` turns the flags, the plugin and the machine into a ``ModelPatches`` record that says
+which patches are on and why; it is logged once at start. ``build_model`` applies the ones that must exist
+before the optimizer (gradient checkpointing, freezing); ``apply_patches_after_boost`` the ones that act on
+the boosted model (fused RMSNorm, per-layer compile, NEFTune, ddp's bf16 residual stream), so the plugins'
+own wrappers and hooks stay outside of them. A new patch gets a field here, a line in ``describe`` and its
+application in one of the two functions.
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+import torch
+
+from ..utils.logging import get_logger
+from .attention import choose_attn_implementation
+from .ddp_speed import bf16_residual_stream
+from .freeze import freeze_non_embedding_params
+from .fused_ops import Fusion, fuse_llama_norms
+from .neftune import NEFTune
+from .plugins import LAZY_INIT_PLUGINS
+
+logger = get_logger(__name__)
+
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+@dataclass(frozen=True)
+class ModelPatches:
+    attn_implementation: str      # transformers attention backend the model is built with
+    isolate_documents: bool       # packed documents attend only to themselves
+    fusion: Fusion                # fused RMSNorm / fused cross-entropy
+    compile_layers: bool          # torch.compile per decoder layer
+    grad_checkpoint: bool
+    freeze_non_embeddings: bool
+    neftune_alpha: float | None   # None: NEFTune off
+    bf16_autocast: bool           # ddp on CUDA in bf16: autocast around the forward (the Booster has none)
+    bf16_residual_stream: bool    # with it and the fused norm: activations stay bf16 (weights fp32)
+    lazy_init: bool               # built under LazyInitContext, materialised sharded by the plugin
+
+    def describe(self) -> str:
+        parts = [f"attention {self.attn_implementation}",
+                 "packed documents " + ("isolated" if self.isolate_documents
+                                        else "NOT isolated (shardformer builds its own mask)"),
+                 self.fusion.describe()]
+        for on, text in ((self.compile_layers, "decoder layers compiled"),
+                         (self.grad_checkpoint, "gradient checkpointing"),
+                         (self.freeze_non_embeddings, "only embeddings trained"),
+                         (self.neftune_alpha is not None, f"NEFTune alpha {self.neftune_alpha}"),
+                         (self.bf16_autocast, "bf16 autocast"),
+                         (self.bf16_residual_stream, "bf16 residual stream")):
+            if on:
+                parts.append(text)
+        return ", ".join(parts)
+
+
+def plan_model_patches(args: argparse.Namespace, fusion: Fusion, precision: str, cuda: bool) -> ModelPatches:
+    """Which patches this run applies, from the flags, the plugin and the machine."""
+    # ddp on GPU: fp16 goes through the Booster's torch AMP (autocast + GradScaler); bf16 needs no scaler,
+    # only autocast, which the Booster does not offer for it.
+    bf16_autocast = args.plugin == "ddp" and cuda and precision == "bf16"
+    return ModelPatches(
+        attn_implementation=choose_attn_implementation(args.use_flash_attn, cuda, args.attention, args.plugin),
+        isolate_documents=args.plugin != "3d",
+        fusion=fusion,
+        compile_layers=args.compile,
+        grad_checkpoint=args.use_grad_checkpoint,
+        freeze_non_embeddings=args.freeze_non_embeds_params,
+        neftune_alpha=args.neft_alpha if args.use_neft else None,
+        bf16_autocast=bf16_autocast,
+        bf16_residual_stream=bf16_autocast and fusion.norm,
+        lazy_init=args.plugin in LAZY_INIT_PLUGINS,
+    )
+
+
+def build_model(args: argparse.Namespace, config, patches: ModelPatches, device: torch.device) -> torch.nn.Module:
+    """The fp32 model before boosting: lazily (sharded later by the plugin), randomly, or from --pretrained."""
+    from colossalai.lazy import LazyInitContext
+    from transformers import AutoModelForCausalLM
+
+    attn = patches.attn_implementation
+    if patches.lazy_init:
+        with LazyInitContext(default_device=device):
+            model = AutoModelForCausalLM.from_config(config, attn_implementation=attn, torch_dtype=torch.float32)
+    elif args.random_init:
+        torch.manual_seed(args.seed)  # identical on every rank
+        with torch.device(device):
+            model = AutoModelForCausalLM.from_config(config, attn_implementation=attn, torch_dtype=torch.float32)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(args.pretrained, attn_implementation=attn,
+                                                     torch_dtype=torch.float32)
+    if patches.grad_checkpoint:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if patches.freeze_non_embeddings:
+        trainable, frozen = freeze_non_embedding_params(model)
+        logger.info("--freeze_non_embeds_params: %d trainable, %d frozen parameters", trainable, frozen)
+    return model
+
+
+def apply_patches_after_boost(unwrapped: torch.nn.Module, patches: ModelPatches) -> NEFTune | None:
+    """Patch the boosted model's modules in place; returns the NEFTune hook (it needs each batch's lengths)."""
+    if patches.fusion.norm:
+        logger.info("fused RMSNorm: %d modules run as F.rms_norm", fuse_llama_norms(unwrapped))
+    if patches.compile_layers:
+        # Per decoder layer, after boosting: the plugin's wrappers and hooks stay outside the compiled code.
+        for layer in unwrapped.model.layers:
+            layer.compile()
+        logger.info("--compile: %d decoder layers compiled with torch.compile", len(unwrapped.model.layers))
+    neft = None
+    if patches.neftune_alpha is not None:
+        neft = NEFTune(unwrapped.get_input_embeddings(), patches.neftune_alpha)
+    if patches.bf16_residual_stream:
+        bf16_residual_stream(unwrapped)  # after NEFTune's hook: noise is added in fp32, then cast
+    return neft

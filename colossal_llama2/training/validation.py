@@ -1,0 +1,114 @@
+"""Every check of train.py's inputs that needs no process group and no weights: run before any heavy work.
+
+The checks are identical on every rank, so every rank fails the same way with the same message.
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..dataset.loader import TokenizedDataset, load_tokenized_dataset
+from ..utils.errors import UserInputError
+from . import checkpoint as ckpt
+from .fused_ops import Fusion, resolve_fusion
+from .plugins import check_plugin_args
+
+
+@dataclass
+class RunInputs:
+    """What validation loaded on the way: the model config, the datasets and the resolved fusion choice."""
+    config: object  # transformers PretrainedConfig
+    data: TokenizedDataset
+    eval_data: TokenizedDataset | None
+    fusion: Fusion
+
+
+def validate_inputs(args: argparse.Namespace, cuda: bool, world_size: int) -> RunInputs:
+    """Raise UserInputError, naming the flag, for anything that cannot run; otherwise return the inputs."""
+    _check_positive_flags(args)
+    config = _load_model_config(args)
+    check_plugin_args(args.plugin, cuda=cuda, world_size=world_size, tp=args.tp,
+                      num_heads=config.num_attention_heads,
+                      num_kv_heads=getattr(config, "num_key_value_heads", None) or config.num_attention_heads,
+                      mixed_precision=args.mixed_precision, vocab_size=config.vocab_size)
+    _check_tokenizer_fits(args.pretrained, config)
+    data = load_tokenized_dataset(args.dataset, flag="--dataset")
+    eval_data = load_tokenized_dataset(args.eval_dataset, flag="--eval_dataset") if args.eval_dataset else None
+    _check_data_fits(args, config, data, eval_data)
+    if args.load_checkpoint:
+        ckpt.checkpoint_kind(args.load_checkpoint)
+    if not args.random_init:
+        ckpt.weights_path(args.pretrained)
+    fusion = _check_speed_flags(args, cuda)
+    return RunInputs(config=config, data=data, eval_data=eval_data, fusion=fusion)
+
+
+def _check_positive_flags(args: argparse.Namespace) -> None:
+    for flag in ("micro_batch_size", "accumulation_steps", "num_epochs", "max_length", "save_interval"):
+        if getattr(args, flag) < 1:
+            raise UserInputError("must be >= 1", where=f"--{flag}")
+    if args.gc_interval < 0:
+        raise UserInputError("must be >= 0", where="--gc_interval")
+    if args.reduce_bucket_size_in_m < 1:
+        raise UserInputError("must be >= 1", where="--reduce_bucket_size_in_m")
+    if args.profile_steps and not parse_profile_steps(args.profile_steps):
+        raise UserInputError("expected FIRST:LAST optimizer steps, e.g. 10:12", where="--profile_steps")
+
+
+def _load_model_config(args: argparse.Namespace):
+    from transformers import AutoConfig
+
+    pretrained = Path(args.pretrained)
+    if not (pretrained / "config.json").is_file():
+        raise UserInputError(f"{pretrained} is not a Hugging Face model dir (no config.json)", where="--pretrained")
+    return AutoConfig.from_pretrained(str(pretrained))
+
+
+def _check_tokenizer_fits(pretrained: str, config) -> None:
+    from transformers import AutoTokenizer
+
+    n_tokenizer = len(AutoTokenizer.from_pretrained(str(pretrained)))
+    if n_tokenizer > config.vocab_size:
+        raise UserInputError(f"the tokenizer in {pretrained} has {n_tokenizer} tokens but the model only "
+                             f"{config.vocab_size} embedding rows (tokenizer/model mismatch: was the model grown "
+                             f"with init_model.py?)", where="--pretrained")
+
+
+def _check_data_fits(args: argparse.Namespace, config, data: TokenizedDataset,
+                     eval_data: TokenizedDataset | None) -> None:
+    for ds, flag in ((data, "--dataset"), (eval_data, "--eval_dataset")):
+        if ds is not None and ds.vocab_size > config.vocab_size:
+            raise UserInputError(f"the data was tokenized with a vocabulary of {ds.vocab_size} tokens but the model "
+                                 f"{args.pretrained} has only {config.vocab_size} embedding rows: wrong tokenizer or "
+                                 f"model (after extending the vocabulary, train the grown model)", where=flag)
+    if data.max_length > args.max_length:
+        raise UserInputError(f"the dataset holds samples of up to {data.max_length} tokens (its preparation "
+                             f"max_length) but --max_length is {args.max_length}: samples would be cut; pass "
+                             f"--max_length {data.max_length} or prepare the data again", where="--max_length")
+    if args.max_length > data.max_length:
+        raise UserInputError(f"--max_length {args.max_length} is above the dataset's max_length {data.max_length}: "
+                             f"no sample is that long (wrong dataset?); pass --max_length {data.max_length}",
+                             where="--max_length")
+    if eval_data is not None and eval_data.max_length > args.max_length:
+        raise UserInputError(f"eval samples reach {eval_data.max_length} tokens, above --max_length "
+                             f"{args.max_length}", where="--eval_dataset")
+    max_pos = getattr(config, "max_position_embeddings", None)
+    if max_pos and args.max_length > max_pos:
+        raise UserInputError(f"above the model's max_position_embeddings {max_pos}", where="--max_length")
+
+
+def _check_speed_flags(args: argparse.Namespace, cuda: bool) -> Fusion:
+    if args.compile and args.plugin not in ("zero2", "zero2_cpu", "ddp"):
+        raise UserInputError(f"not supported with --plugin {args.plugin} (Gemini's parameter hooks and "
+                             f"shardformer's replaced forwards do not trace); use zero2 or ddp", where="--compile")
+    return resolve_fusion(args.fused_ops, args.fused_loss, args.plugin, cuda)  # raises for what cannot run
+
+
+def parse_profile_steps(text: str) -> tuple[int, int] | None:
+    """'FIRST:LAST' -> (FIRST, LAST), or None when it is not two increasing positive step numbers."""
+    try:
+        first, last = (int(x) for x in text.split(":"))
+    except ValueError:
+        return None
+    return (first, last) if 1 <= first <= last else None
