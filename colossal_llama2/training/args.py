@@ -19,7 +19,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--plugin", default="gemini", choices=PLUGINS,
       help="Booster plugin. gemini/gemini_auto/zero2/zero2_cpu/3d need CUDA; ddp (TorchDDPPlugin) also runs on CPU.")
     a("--load_checkpoint", default=None,
-      help="Resume from <save_dir>/epoch-E_step-S (everything), or load weights only from a modeling/ dir.")
+      help="Resume from <save_dir>/epoch-E_step-S (everything), from `latest` (the newest complete checkpoint in "
+           "--save_dir), or load weights only from a modeling/ dir.")
     a("--save_interval", type=int, default=1000, help="Save a checkpoint every N optimizer steps (and at the end).")
     a("--save_dir", default="checkpoints", help="Directory for checkpoints epoch-E_step-S/.")
     a("--tensorboard_dir", default="tensorboard", help="Directory for tensorboard events and metrics.jsonl.")

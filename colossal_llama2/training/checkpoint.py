@@ -126,15 +126,38 @@ def save_checkpoint(booster, model, optimizer, lr_scheduler, *, save_dir: str | 
     _barrier()  # every rank has finished writing before the directory becomes visible
     if _rank() == 0:
         if final.exists():
-            shutil.rmtree(final)
+            _remove(final)
         os.rename(tmp, final)
         if keep_last > 0:
             for old in list_checkpoints(save_dir)[:-keep_last]:
-                shutil.rmtree(old, ignore_errors=True)
+                _remove(old)
                 logger.info("removed old checkpoint %s (--keep_last %d)", old, keep_last)
     _barrier()
     logger.info("saved checkpoint %s", final)
     return final
+
+
+def _remove(checkpoint: Path) -> None:
+    """Delete a checkpoint so that no moment leaves a partly deleted one under a checkpoint's name."""
+    doomed = checkpoint.with_name(f".{checkpoint.name}.deleting")
+    if doomed.exists():
+        shutil.rmtree(doomed)
+    os.rename(checkpoint, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+LATEST = "latest"
+
+
+def resolve_load_checkpoint(value: str, save_dir: str | os.PathLike) -> Path:
+    """--load_checkpoint: a path, or ``latest`` for the newest complete checkpoint in --save_dir."""
+    if value != LATEST:
+        return Path(value)
+    found = list_checkpoints(save_dir)
+    if not found:
+        raise UserInputError(f"`latest`: no complete checkpoint (epoch-E_step-S) in --save_dir {save_dir}",
+                             where="--load_checkpoint")
+    return found[-1]
 
 
 def checkpoint_kind(path: str | os.PathLike) -> str:

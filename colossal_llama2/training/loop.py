@@ -36,6 +36,7 @@ from .metrics import MetricsWriter, device_peak_tflops, flops_per_token, peak_me
 from .model_setup import DTYPES, apply_patches_after_boost, build_model, plan_model_patches
 from .optim import StepPlan, make_optimizer, make_scheduler
 from .plugins import data_parallel, make_booster, make_plugin, precision_for
+from .launcher import spawn_reaper
 from .process import GarbageCollection, leave_process
 from .profiling import StepProfiler
 from .signals import GracefulStop
@@ -66,6 +67,7 @@ class Trainer:
         self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
         inputs = validate_inputs(args, self.cuda, self.world_size)
         self.config, self.data, self.eval_data = inputs.config, inputs.data, inputs.eval_data
+        self.load_checkpoint = inputs.load_checkpoint
         if args.plugin == "ddp" and not self.cuda and args.mixed_precision:
             logger.warning("--mixed_precision %s ignored: the ddp plugin on CPU trains in fp32", args.mixed_precision)
         self.precision = precision_for(args.plugin, args.mixed_precision, self.cuda)
@@ -86,10 +88,11 @@ class Trainer:
         torch.manual_seed(args.seed + self.rank)  # distinct NEFTune noise per rank, reproducible
         self._build_data()
         self._boost(model)
-        self.progress = (ckpt.resume(args.load_checkpoint, self.booster, self.model, self.optimizer,
+        self.progress = (ckpt.resume(self.load_checkpoint, self.booster, self.model, self.optimizer,
                                      self.lr_scheduler, self.sampler, steps_per_epoch=self.plan.steps_per_epoch,
                                      samples_per_step=self.samples_per_step)
-                         if args.load_checkpoint else ckpt.Progress())
+                         if self.load_checkpoint else ckpt.Progress())
+        self.last_checkpoint = self.load_checkpoint
         self._build_step_parts()
 
     # ---- build ---------------------------------------------------------------------------------------
@@ -166,7 +169,7 @@ class Trainer:
                     "peak host memory %.2f GiB", self.num_params, self.plan.total_steps, self.plan.steps_per_epoch,
                     self.plan.warmup_steps, mem["peak_device_memory_gib"], mem["peak_host_memory_gib"])
         self.stopper = GracefulStop(self.device).install()
-        self.stopped_by: str | None = None
+        self.stopped_by: str | None = None  # what stopped the run early (a signal, the launcher's exit)
 
     # ---- run -----------------------------------------------------------------------------------------
 
@@ -181,6 +184,8 @@ class Trainer:
                 if self.stopped_by or self.progress.global_step >= self.plan.total_steps:
                     break
             self._finish()
+            if self.stopped_by:
+                self._report_stop()
         except NonFiniteLoss as err:  # every rank sees the same all-reduced loss, so all stop here together
             logger.error("%s", err)
             return 3
@@ -188,8 +193,9 @@ class Trainer:
             self.reporter.close()
             self.stopper.restore()
             gc_control.restore()
-        logger.info("done: %d steps, %.1f s, %s", self.progress.global_step, time.time() - t_start,
-                    json.dumps(peak_memory()))
+        if not self.stopped_by:
+            logger.info("done: %d steps, %.1f s, %s", self.progress.global_step, time.time() - t_start,
+                        json.dumps(peak_memory()))
         return 0
 
     def _train_epoch(self, epoch: int, gc_control: GarbageCollection, t_start: float) -> None:
@@ -296,7 +302,7 @@ class Trainer:
     def _save(self) -> None:
         progress = self.progress
         if not self.args.no_save:
-            ckpt.save_checkpoint(self.booster, self.model, self.optimizer, self.lr_scheduler,
+            self.last_checkpoint = ckpt.save_checkpoint(self.booster, self.model, self.optimizer, self.lr_scheduler,
                                  save_dir=self.args.save_dir, epoch=progress.epoch, global_step=progress.global_step,
                                  running_states=progress.running_states(self.sampler), tokenizer=self.tokenizer,
                                  keep_last=self.args.keep_last)
@@ -306,8 +312,19 @@ class Trainer:
         """The last evaluation (unless a stop or the schedule just did it) and the last save."""
         step = self.progress.global_step
         if self.stopped_by:
-            logger.warning("%s received: saving a checkpoint at step %d and stopping", self.stopped_by, step)
+            cause = f"{self.stopped_by} received" if self.stopped_by.startswith("SIG") else self.stopped_by
+            logger.warning("%s: saving a checkpoint at step %d and stopping", cause, step)
         elif not self.args.eval_interval or step % self.args.eval_interval:
             self._evaluate()
         if self.progress.last_saved != step:
             self._save()
+
+    def _report_stop(self) -> None:
+        """Say where the run stopped and how to continue; leave a reaper for a launcher that cannot exit."""
+        step, where = self.progress.global_step, self.last_checkpoint
+        resume = f"resume with --load_checkpoint {where} (or --load_checkpoint latest)" if where else "nothing saved"
+        logger.warning("stopped by %s at step %d; %s", self.stopped_by, step, resume)
+        self.reporter.metrics.log(step, {"stopped_by": self.stopped_by, "checkpoint": str(where) if where else None})
+        watch = self.stopper.watch
+        if watch is not None and watch.ancestors and os.environ.get("LOCAL_RANK", "0") == "0":
+            spawn_reaper(watch.parent, watch.ancestors)

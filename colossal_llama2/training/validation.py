@@ -22,6 +22,7 @@ class RunInputs:
     data: TokenizedDataset
     eval_data: TokenizedDataset | None
     fusion: Fusion
+    load_checkpoint: Path | None  # --load_checkpoint with `latest` resolved
 
 
 def validate_inputs(args: argparse.Namespace, cuda: bool, world_size: int) -> RunInputs:
@@ -36,12 +37,14 @@ def validate_inputs(args: argparse.Namespace, cuda: bool, world_size: int) -> Ru
     data = load_tokenized_dataset(args.dataset, flag="--dataset")
     eval_data = load_tokenized_dataset(args.eval_dataset, flag="--eval_dataset") if args.eval_dataset else None
     _check_data_fits(args, config, data, eval_data)
+    load_checkpoint = None
     if args.load_checkpoint:
-        ckpt.checkpoint_kind(args.load_checkpoint)
+        load_checkpoint = ckpt.resolve_load_checkpoint(args.load_checkpoint, args.save_dir)
+        ckpt.checkpoint_kind(load_checkpoint)
     if not args.random_init:
         ckpt.weights_path(args.pretrained)
     fusion = _check_speed_flags(args, cuda)
-    return RunInputs(config=config, data=data, eval_data=eval_data, fusion=fusion)
+    return RunInputs(config=config, data=data, eval_data=eval_data, fusion=fusion, load_checkpoint=load_checkpoint)
 
 
 def _check_positive_flags(args: argparse.Namespace) -> None:

@@ -1,0 +1,234 @@
+"""Stopping a run as people and schedulers do, through the real launchers (2 gloo ranks, ddp, tiny model).
+
+Each case starts `colossalai run` (or torchrun) in a session of its own, as a terminal or a batch script
+would, waits for a few logged steps, stops it and then checks: the launcher exits within the grace time
+with the documented status; no process of the run is left (the workers live in sessions of their own, so
+they are found by their command line); exactly one complete checkpoint exists, at the last logged step,
+with the stop recorded in metrics.jsonl. kill -9 in the middle of a save leaves the previous checkpoint as
+the newest complete one, and `--load_checkpoint latest` continues from it with the uninterrupted losses.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from colossal_llama2.training.checkpoint import list_checkpoints
+from tests.helpers import distributed as dist_helpers
+from tests.helpers.distributed import REPO_ROOT, free_port
+
+pytestmark = pytest.mark.slow
+GRACE_S = 60  # the launcher must be gone this long after the stop (the tiny model saves in about a second)
+SLOW_TRAIN = REPO_ROOT / "tests" / "scripts" / "train_slow_save.py"
+
+
+def train_args(model_dir: Path, data: dict, out: Path, **overrides) -> list[str]:
+    args = {"--pretrained": model_dir, "--dataset": data["train"], "--plugin": "ddp", "--max_length": 64,
+            "--micro_batch_size": 1, "--lr": 1e-2, "--save_dir": out / "ckpt", "--tensorboard_dir": out / "tb",
+            "--config_file": out / "config.json", "--padding_mode": "longest", "--num_epochs": 200, "--seed": 5,
+            "--save_interval": 100000}
+    args.update(overrides)
+    return [str(x) for k, v in args.items() for x in (k, v)]
+
+
+class Run:
+    """A launched run in its own session; ``pgid`` is what a terminal's Ctrl-C or `kill -- -PGID` reaches."""
+
+    def __init__(self, out: Path, args: list[str], launcher: str, script: Path = REPO_ROOT / "train.py",
+                 env: dict | None = None):
+        self.out = out
+        py_bin = Path(sys.executable).parent
+        port = str(free_port())
+        if launcher == "torchrun":
+            cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
+                   "127.0.0.1", "--master_port", port]
+        elif launcher == "colossalai":
+            cmd = [str(py_bin / "colossalai"), "run", "--nproc_per_node", "2", "--master_port", port]
+        else:  # a hostfile naming localhost: the path multi-node launches take
+            (out / "hostfile").write_text("localhost\n")
+            cmd = [str(py_bin / "colossalai"), "run", "--nproc_per_node", "2", "--master_port", port,
+                   "--hostfile", str(out / "hostfile")]
+        run_env = dist_helpers.test_env(env)
+        run_env["PATH"] = os.pathsep.join([str(py_bin), run_env.get("PATH", "")])
+        self.log = open(out / "log.txt", "w+", encoding="utf-8")
+        self.proc = subprocess.Popen([*cmd, str(script), *args], env=run_env, cwd=REPO_ROOT, stdout=self.log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.pgid = self.proc.pid
+
+    def metrics(self) -> list[dict]:
+        path = self.out / "tb" / "metrics.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+    def wait_for_steps(self, n: int, timeout: float = 180) -> None:
+        deadline = time.time() + timeout
+        while sum("loss" in r for r in self.metrics()) < n:
+            assert self.proc.poll() is None, f"run ended early:\n{self.output()[-3000:]}"
+            assert time.time() < deadline, f"no {n} steps after {timeout}s:\n{self.output()[-3000:]}"
+            time.sleep(0.1)
+
+    def wait_for(self, path_glob: str, timeout: float = 120) -> None:
+        deadline = time.time() + timeout
+        while not list(self.out.glob(path_glob)):
+            assert time.time() < deadline, f"{path_glob} never appeared:\n{self.output()[-3000:]}"
+            time.sleep(0.1)
+
+    def processes(self) -> list[psutil.Process]:
+        """Every live process of this run: launcher, torchrun and workers (their command lines name out/)."""
+        mine = []
+        for p in psutil.process_iter(["cmdline", "status"]):
+            if p.info["status"] != psutil.STATUS_ZOMBIE and str(self.out) in " ".join(p.info["cmdline"] or []):
+                mine.append(p)
+        return mine
+
+    def workers(self) -> list[psutil.Process]:
+        def is_launcher(cmdline: list[str]) -> bool:
+            return any(os.path.basename(a) in ("torchrun", "colossalai") or a == "torch.distributed.run"
+                       for a in cmdline)
+        return [p for p in self.processes() if not is_launcher(p.cmdline())]
+
+    def wait_exit(self, timeout: float = GRACE_S) -> tuple[int | None, float]:
+        """(launcher status or None if it is still running after ``timeout``, seconds it took)."""
+        t0 = time.time()
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            code = None
+        return code, time.time() - t0
+
+    def leftovers(self, timeout: float = 15) -> list[str]:
+        deadline = time.time() + timeout
+        while (left := self.processes()) and time.time() < deadline:
+            time.sleep(0.2)
+        return [" ".join(p.cmdline())[:120] for p in left]
+
+    def output(self) -> str:
+        self.log.flush()
+        return (self.out / "log.txt").read_text(encoding="utf-8", errors="replace")
+
+    def kill_everything(self) -> None:
+        for p in self.processes():
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        try:
+            os.killpg(self.pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory, tiny_tokenizer_dir):
+    from tests.test_train import build_reference_data
+
+    return build_reference_data(tmp_path_factory.mktemp("stop_data"), tiny_tokenizer_dir)
+
+
+def assert_one_checkpoint_at_last_step(run: Run) -> int:
+    rows = run.metrics()
+    last = max(r["step"] for r in rows if "loss" in r)
+    epoch = max(r["epoch"] for r in rows if "loss" in r)
+    assert [p.name for p in list_checkpoints(run.out / "ckpt")] == [f"epoch-{epoch}_step-{last}"]
+    stops = [r for r in rows if "stopped_by" in r]
+    assert len(stops) == 1 and stops[0]["step"] == last and stops[0]["checkpoint"].endswith(f"step-{last}")
+    states = json.loads((run.out / "ckpt" / f"epoch-{epoch}_step-{last}" / "running_states.json").read_text())
+    assert states["global_step"] == last and len(states["rng_states"]) == 2
+    return last
+
+
+# (launcher, how it is stopped, the launcher's documented exit status)
+CASES = [
+    ("colossalai", "ctrl-c", 1),           # colossalai run's own Ctrl-C handling: "Aborted!", status 1
+    ("colossalai", "sigterm-group", -15),  # the launcher and torchrun die of the signal; the workers save
+    ("colossalai", "sigterm-launcher", -15),
+    ("colossalai", "sigterm-workers", 0),  # Slurm / Kubernetes signalling every worker
+    ("hostfile", "sigterm-one-worker", 0),
+    ("hostfile", "ctrl-c", 1),
+    ("torchrun", "ctrl-c", 1),             # torchrun reports the signal it got (SignalException), status 1
+]
+
+
+@pytest.mark.parametrize("launcher, how, status", CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES])
+def test_stop_saves_once_and_leaves_nothing_behind(tmp_path, tiny_model_dir, data, launcher, how, status):
+    run = Run(tmp_path, train_args(tiny_model_dir, data, tmp_path), launcher)
+    try:
+        run.wait_for_steps(3)
+        workers = run.workers()
+        assert len(workers) == 2, [w.cmdline() for w in workers]
+        if how == "ctrl-c":
+            os.killpg(run.pgid, signal.SIGINT)
+        elif how == "sigterm-group":
+            os.killpg(run.pgid, signal.SIGTERM)
+        elif how == "sigterm-launcher":
+            os.kill(run.proc.pid, signal.SIGTERM)
+        else:
+            for w in workers[: 1 if how == "sigterm-one-worker" else 2]:
+                w.send_signal(signal.SIGTERM)
+        code, seconds = run.wait_exit()
+        assert code is not None, f"launcher still running {GRACE_S}s after the stop:\n{run.output()[-3000:]}"
+        assert run.leftovers() == [], run.output()[-3000:]
+        assert code == status, run.output()[-3000:]
+        assert_one_checkpoint_at_last_step(run)
+        if how not in ("sigterm-group",):  # there the launcher that printed the workers' output is gone
+            assert "stopped by" in run.output() and "--load_checkpoint latest" in run.output()
+    finally:
+        run.kill_everything()
+
+
+def test_second_ctrl_c_leaves_at_once_and_keeps_the_newest_complete_checkpoint(tmp_path, tiny_model_dir, data):
+    args = train_args(tiny_model_dir, data, tmp_path, **{"--save_interval": 2})
+    run = Run(tmp_path, args, "colossalai", script=SLOW_TRAIN,
+              env={"SLOW_SAVE_FROM_STEP": "5", "SLOW_SAVE_S": "60"})
+    try:
+        run.wait_for_steps(4)
+        run.wait_for("ckpt/epoch-0_step-4")
+        os.killpg(run.pgid, signal.SIGINT)  # the stop's save (step >= 5) hangs for 60 s
+        run.wait_for("ckpt/.epoch-*.tmp")
+        time.sleep(3)  # a second Ctrl-C, not a copy of the first
+        t0 = time.time()
+        os.killpg(run.pgid, signal.SIGINT)
+        code, _ = run.wait_exit(timeout=30)
+        assert code is not None and time.time() - t0 < 30, run.output()[-3000:]
+        assert run.leftovers() == [], run.output()[-3000:]
+        assert "again: leaving at once" in run.output()
+        assert [p.name for p in list_checkpoints(tmp_path / "ckpt")] == ["epoch-0_step-2", "epoch-0_step-4"]
+    finally:
+        run.kill_everything()
+
+
+def test_kill_9_mid_save_then_resume_latest_matches_uninterrupted(tmp_path, tiny_model_dir, data):
+    common = {"--num_epochs": 1, "--max_steps": 6, "--save_interval": 3}
+    (tmp_path / "ref").mkdir()
+    ref = Run(tmp_path / "ref", train_args(tiny_model_dir, data, tmp_path / "ref", **common), "colossalai")
+    assert ref.wait_exit(timeout=180)[0] == 0, ref.output()[-3000:]
+    reference = {r["step"]: r["loss"] for r in ref.metrics() if "loss" in r}
+
+    (tmp_path / "run").mkdir()
+    args = train_args(tiny_model_dir, data, tmp_path / "run", **common)
+    run = Run(tmp_path / "run", args, "colossalai", script=SLOW_TRAIN,
+              env={"SLOW_SAVE_FROM_STEP": "6", "SLOW_SAVE_S": "60"})
+    try:
+        run.wait_for("ckpt/.epoch-0_step-6.tmp")
+        run.kill_everything()  # kill -9 of every process, mid-save
+        assert run.wait_exit(timeout=30)[0] is not None and run.leftovers() == []
+    finally:
+        run.kill_everything()
+    assert [p.name for p in list_checkpoints(tmp_path / "run" / "ckpt")] == ["epoch-0_step-3"]
+
+    (tmp_path / "resumed").mkdir()
+    resumed_args = train_args(tiny_model_dir, data, tmp_path / "resumed",
+                              **{**common, "--save_dir": tmp_path / "run" / "ckpt", "--load_checkpoint": "latest"})
+    resumed = Run(tmp_path / "resumed", resumed_args, "colossalai")
+    assert resumed.wait_exit(timeout=180)[0] == 0, resumed.output()[-3000:]
+    again = {r["step"]: r["loss"] for r in resumed.metrics() if "loss" in r}
+    assert sorted(again) == [4, 5, 6]
+    for step in again:
+        assert again[step] == reference[step], step
+    assert [p.name for p in list_checkpoints(tmp_path / "run" / "ckpt")] == ["epoch-0_step-3", "epoch-0_step-6"]
