@@ -53,7 +53,7 @@ setup(
         "colossalai": ["colossalai==0.5.0"] + colossalai_runtime,
         "colossalai-runtime": colossalai_runtime,
         "flash-attn": ["flash-attn>=2.5"],
-        "dev": ["pytest>=7", "matplotlib"],
+        "dev": ["pytest>=7", "pytest-xdist", "matplotlib"],
     },
     license="Apache-2.0",
 )

@@ -38,6 +38,9 @@ SAVE_DIR="${PARENT_SAVE_DIR}/${FULL_PROJECT_NAME}"
 TENSORBOARD_DIR="${PARENT_TENSORBOARD_DIR}/${FULL_PROJECT_NAME}"
 CONFIG_FILE="${PARENT_CONFIG_FILE}/${FULL_PROJECT_NAME}.json"
 
+# On Ctrl-C or a scheduler's SIGTERM, torchrun gives the workers this long to finish the step and save before
+# it SIGKILLs them; torch's default, 30 s, is shorter than a large model's save (docs/training.md#stopping).
+export TORCH_ELASTIC_SHUTDOWN_TIMEOUT=${TORCH_ELASTIC_SHUTDOWN_TIMEOUT:-600}
 launcher=(colossalai run --nproc_per_node "$NPROC_PER_NODE" --master_port "$MASTER_PORT")
 [[ -n "$HOSTFILE" ]] && launcher+=(--hostfile "$HOSTFILE")
 mp_args=()

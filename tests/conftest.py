@@ -27,6 +27,16 @@ def _cuda_available() -> bool:
         return False
 
 
+def pytest_configure(config):
+    """GPU runs: build (or load from ~/.cache/colossalai) the Adam kernels every train.py launch needs, once,
+    here in the controlling process, before the tests' launches (parallel under pytest-xdist) only load them."""
+    if "gpu" in (config.option.markexpr or "") and not hasattr(config, "workerinput") and _cuda_available():
+        from colossalai.kernel.kernel_loader import CPUAdamLoader, FusedOptimizerLoader
+
+        CPUAdamLoader().load()
+        FusedOptimizerLoader().load()
+
+
 def pytest_collection_modifyitems(config, items):
     if _cuda_available():
         return

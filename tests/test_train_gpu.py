@@ -16,8 +16,10 @@ from tests.scripts.fixture_dataset import build_dataset
 
 pytestmark = pytest.mark.gpu
 TRAIN = REPO_ROOT / "train.py"
-CASES = [("gemini", 1, "bf16"), ("gemini", 1, "fp16"), ("gemini_auto", 1, "bf16"), ("zero2", 1, "bf16"),
-         ("zero2", 1, "fp16"), ("zero2_cpu", 1, "bf16"), ("3d", 1, "bf16"), ("3d", 2, "bf16"), ("ddp", 1, "bf16")]
+# (plugin, tensor-parallel size, ranks, precision); the 2-rank cases need 2 GPUs (nvidia-h200-x2)
+CASES = [("gemini", 1, 1, "bf16"), ("gemini", 1, 1, "fp16"), ("gemini_auto", 1, 1, "bf16"), ("zero2", 1, 1, "bf16"),
+         ("zero2", 1, 1, "fp16"), ("zero2_cpu", 1, 1, "bf16"), ("3d", 1, 1, "bf16"), ("ddp", 1, 1, "bf16"),
+         ("3d", 2, 2, "bf16"), ("zero2", 1, 2, "bf16")]
 
 
 @pytest.fixture(scope="module")
@@ -30,9 +32,9 @@ def metrics(path):
     return {r["step"]: r for r in map(json.loads, (path / "metrics.jsonl").read_text().splitlines()) if "loss" in r}
 
 
-@pytest.mark.parametrize("plugin, tp, precision", CASES, ids=[f"{p}-tp{t}-{m}" for p, t, m in CASES])
-def test_plugin_trains_saves_and_resumes(tmp_path, tiny_model_dir, gpu_data, plugin, tp, precision):
-    nproc = tp
+@pytest.mark.parametrize("plugin, tp, nproc, precision", CASES,
+                         ids=[f"{p}-tp{t}-{m}" + (f"-{n}gpus" if n > 1 else "") for p, t, n, m in CASES])
+def test_plugin_trains_saves_and_resumes(tmp_path, tiny_model_dir, gpu_data, plugin, tp, nproc, precision):
     if torch.cuda.device_count() < nproc:
         pytest.skip(f"needs {nproc} GPUs")
     common = ["--pretrained", tiny_model_dir, "--dataset", gpu_data, "--plugin", plugin, "--tp", tp,
