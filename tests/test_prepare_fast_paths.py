@@ -57,11 +57,14 @@ def test_encode_documents_layout_and_chunks(tiny_tokenizer_dir, english_lines):
     max_len = 40
     batch = encode_documents(tok, docs, "chunk", max_len)
     flat, sup = [], []
-    for r in records:
-        src = tok(r["source"], add_special_tokens=False)["input_ids"] if r["source"] else []
-        tgt = tok(r["target"], add_special_tokens=False)["input_ids"]
-        flat += [tok.bos_token_id] + src + tgt + [tok.eos_token_id]
-        sup += [False] * (1 + len(src)) + [True] * (len(tgt) + 1)
+    for r in records:  # what inference feeds the model: tokenizer(source + target), then </s>
+        ids = tok(r["source"] + r["target"], add_special_tokens=False)
+        enc = tok(r["source"] + r["target"], add_special_tokens=False, return_offsets_mapping=True)
+        labelled = [end > len(r["source"]) for _, end in enc["offset_mapping"]]
+        flat += [tok.bos_token_id] + ids["input_ids"] + [tok.eos_token_id]
+        sup += [False] + labelled + [True]
+    first = tok(records[0]["target"])["input_ids"] + [tok.eos_token_id]  # no source: tokenizer(target) exactly
+    assert flat[:len(first)] == first
     assert batch.ids.tolist() == flat and batch.mask.tolist() == sup
     # chunks are in token order, none longer than max_len, each with a supervised token; the rest is dropped
     assert np.all(np.diff(batch.chunk_start) > 0) and batch.chunk_len.max() <= max_len

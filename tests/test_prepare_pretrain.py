@@ -82,12 +82,13 @@ def all_rows(arrow_dir: Path):
 
 
 def expected_doc(tokenizer, rec):
-    """Documented layout: <s> source target </s>, source and target tokenized separately."""
-    src = tokenizer(rec["source"], add_special_tokens=False)["input_ids"]
-    tgt = tokenizer(rec["target"], add_special_tokens=False)["input_ids"]
-    ids = [tokenizer.bos_token_id] + src + tgt + [tokenizer.eos_token_id]
-    labels = [IGNORE_INDEX] * (1 + len(src)) + tgt + [tokenizer.eos_token_id]
-    return ids, labels
+    """Documented layout: <s> + tokenizer(source + target) + </s>; labels on the tokens of the target."""
+    enc = tokenizer(rec["source"] + rec["target"], add_special_tokens=False, return_offsets_mapping=True)
+    labelled = [end > len(rec["source"]) for _, end in enc["offset_mapping"]]
+    ids = [tokenizer.bos_token_id] + enc["input_ids"] + [tokenizer.eos_token_id]
+    labels = [IGNORE_INDEX] + [t if on else IGNORE_INDEX for t, on in zip(enc["input_ids"], labelled)]
+    assert ids[:-1] == tokenizer(rec["source"] + rec["target"])["input_ids"]  # what inference feeds the model
+    return ids, labels + [tokenizer.eos_token_id]
 
 
 def split_docs(row):

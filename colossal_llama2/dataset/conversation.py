@@ -9,14 +9,15 @@ else is -100. For generation the prompt ends with ``Assistant:`` and the model a
 
 The same format is the Jinja ``CHAT_TEMPLATE`` (Hugging Face ``apply_chat_template``; roles
 ``system``/``user`` (or ``human``)/``assistant``), written next to the dataset and installable into a
-tokenizer directory (``install_chat_template``) so that inference renders exactly what training saw.
+tokenizer directory (``install_chat_template``) so that inference renders exactly what training saw. Its
+``{% generation %}`` block marks what carries loss, so ``apply_chat_template(...,
+return_assistant_tokens_mask=True)`` gives the same labels as preparation.
 
-Why this is token-exact: preparation tokenizes each piece on its own (see documents.py). Every text
-piece that follows a special token starts with a space, so a sentencepiece tokenizer gives it the same
-leading ``▁`` whether or not it would add a dummy prefix there; and each assistant piece starts with a
-space after ``Assistant:``, where no sentencepiece merge can cross (pieces never hold an inner ``▁``).
-So ``tokenizer.apply_chat_template(messages)`` yields the very ids preparation produced;
-``check_template_is_token_exact`` verifies it for the tokenizer at hand before any work is done.
+Why this is token-exact for every tokenizer (sentencepiece ``legacy`` true, false or unset): preparation
+renders the whole conversation into one text, exactly as the template does, tokenizes it in one call
+(``<s>``/``</s>`` appear as text and are parsed as special tokens, as in ``apply_chat_template``), and
+takes the labels from the assistant spans' character offsets. ``check_template`` verifies text, ids and
+labels against transformers for the tokenizer at hand before any work is done.
 
 Run as a script to install the template: ``python colossal_llama2/dataset/conversation.py TOKENIZER_DIR``.
 """
@@ -48,7 +49,7 @@ CHAT_TEMPLATE = (
     "{%- if loop.first or messages[loop.index0 - 1]['role'] == 'assistant' -%}{{- ' ' -}}{%- endif -%}"
     "{{- 'Human: ' + message['content'] + '\\n' -}}"
     "{%- elif message['role'] == 'assistant' -%}"
-    "{{- 'Assistant: ' + message['content'] + eos_token -}}"
+    "{{- 'Assistant:' -}}{%- generation -%}{{- ' ' + message['content'] + eos_token -}}{%- endgeneration -%}"
     "{%- else -%}{{- raise_exception('unknown role ' + message['role']) -}}"
     "{%- endif -%}"
     "{%- endfor -%}"
@@ -56,15 +57,14 @@ CHAT_TEMPLATE = (
 )
 
 
-def conversation_turns(system: str | None, pairs: Sequence[tuple[str, str]], bos_token_id: int,
-                       eos_token_id: int) -> tuple[Turn, ...]:
-    """The document pieces of a conversation, one turn per (human, assistant) pair."""
+def conversation_turns(system: str | None, pairs: Sequence[tuple[str, str]], bos_token: str,
+                       eos_token: str) -> tuple[Turn, ...]:
+    """The document pieces of a conversation, one turn per (human, assistant) pair: ``CHAT_TEMPLATE``'s text."""
     turns = []
     for i, (human, assistant) in enumerate(pairs):
-        prefix = (f" System: {system}\nHuman: " if system is not None else " Human: ") if i == 0 else " Human: "
-        pieces = [(bos_token_id, False)] if i == 0 else []
-        pieces += [(f"{prefix}{human}\nAssistant:", False), (f" {assistant}", True), (eos_token_id, True)]
-        turns.append(tuple(pieces))
+        prefix = (f"{bos_token} System: {system}\nHuman: " if system is not None else f"{bos_token} Human: ") \
+            if i == 0 else " Human: "
+        turns.append(((f"{prefix}{human}\nAssistant:", False), (f" {assistant}{eos_token}", True)))
     return tuple(turns)
 
 
@@ -102,7 +102,7 @@ def parse_messages(messages: Any) -> tuple[str | None, list[tuple[str, str]]]:
     return system, list(zip(contents[0::2], contents[1::2]))
 
 
-def sft_record_parser(bos_token_id: int, eos_token_id: int):
+def sft_record_parser(bos_token: str, eos_token: str):
     """Return ``parse(json_value) -> Record`` for SFT records ``{"messages": [...], "category"?: str}``."""
 
     def parse(value: Any) -> Record:
@@ -112,7 +112,7 @@ def sft_record_parser(bos_token_id: int, eos_token_id: int):
             raise BadRecord("missing field 'messages'")
         system, pairs = parse_messages(value["messages"])
         category = require_str(value, "category", allow_empty=False) if "category" in value else DEFAULT_CATEGORY
-        return Record(category, conversation_turns(system, pairs, bos_token_id, eos_token_id))
+        return Record(category, conversation_turns(system, pairs, bos_token, eos_token))
 
     return parse
 

@@ -1,19 +1,19 @@
 """The one shape every record takes before tokenization, shared by pretraining and SFT.
 
 A *document* is a tuple of *turns*; a turn is a tuple of *pieces*; a piece is ``(value, supervised)``
-where ``value`` is either text (tokenized on its own, without special tokens) or a token id (a special
-token such as ``<s>`` or ``</s>``), and ``supervised`` says whether its tokens carry loss (label = id)
-or not (label = -100). Turns matter only to SFT truncation, which keeps whole turns; a pretraining
-document is one turn.
+where ``value`` is text, or a token id at the very start or end of the document (``<s>``, ``</s>``), and
+``supervised`` says whether its tokens carry loss (label = id) or not (label = -100). Turns matter only to
+SFT truncation, which keeps whole turns; a pretraining document is one turn.
 
-Pretraining record ``{"source", "target", "category"}`` becomes one turn::
+A document's text pieces are joined and tokenized in ONE call -- exactly the text inference feeds the
+model -- and each token's label follows the character span it covers (a token straddling the edge of a
+supervised span is supervised). Pretraining record ``{"source", "target", "category"}`` becomes::
 
-    (<s>, no loss) (source, no loss) (target, loss) (</s>, loss)
+    (<s> id, no loss) (source, no loss) (target, loss) (</s> id, loss)
 
-Source and target are tokenized separately, so the target's first token never merges with the
-source's last one and the label boundary falls exactly between them. With a LLaMA (sentencepiece,
-dummy-prefix) tokenizer each piece starts a new word (``▁``), which is what joining source and target
-with a space would give; with an empty source the ids are exactly ``tokenizer(target) + [</s>]``.
+so its ids are exactly ``tokenizer(source + target)`` (which adds ``<s>``) followed by ``</s>``: source and
+target are joined as they are (put a space or newline at the end of the source if you want one). SFT
+conversations are the rendered chat template, ``<s>``/``</s>`` included as text (conversation.py).
 """
 from __future__ import annotations
 

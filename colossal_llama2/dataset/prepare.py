@@ -123,20 +123,21 @@ def load_tokenizer(tokenizer_dir: str):
     return tokenizer
 
 
-def check_template_is_token_exact(tokenizer) -> None:
-    """Refuse a tokenizer for which preparation's ids would differ from ``apply_chat_template``'s."""
+def check_template(tokenizer) -> None:
+    """Preparation's text, ids and labels equal transformers' ``apply_chat_template`` for this tokenizer."""
     from .tokenization import encode_documents
 
     system, pairs = "Be brief.", [("Name a river.", "The Nile, 清晨."), ("And one more?", " The Rhine\n")]
     for sys_ in (None, system):
-        doc = conversation.conversation_turns(sys_, pairs, tokenizer.bos_token_id, tokenizer.eos_token_id)
-        ours = encode_documents(tokenizer, [doc], "turns", 1 << 30).ids.tolist()
-        theirs = tokenizer.apply_chat_template(conversation.to_chat_messages(sys_, pairs),
-                                               chat_template=conversation.CHAT_TEMPLATE, tokenize=True)
-        if ours != list(theirs):
-            raise UserInputError("this tokenizer does not tokenize the chat template piecewise exactly as a whole "
-                                 "(is it a legacy sentencepiece tokenizer?); SFT labels would not match inference",
-                                 where="--tokenizer_dir")
+        messages = conversation.to_chat_messages(sys_, pairs)
+        doc = conversation.conversation_turns(sys_, pairs, tokenizer.bos_token, tokenizer.eos_token)
+        ours = encode_documents(tokenizer, [doc], "turns", 1 << 30)
+        theirs = tokenizer.apply_chat_template(messages, chat_template=conversation.CHAT_TEMPLATE, tokenize=True,
+                                               return_dict=True, return_assistant_tokens_mask=True)
+        if ours.ids.tolist() != list(theirs["input_ids"]) or ours.mask.tolist() != [
+                bool(m) for m in theirs["assistant_masks"]]:
+            raise UserInputError("preparation does not reproduce apply_chat_template's ids and assistant mask for "
+                                 "this tokenizer; SFT labels would not match inference", where="--tokenizer_dir")
 
 
 def _check_options(o: Options) -> None:
@@ -209,11 +210,10 @@ def _prepare(o: Options) -> dict:
 
 def _record_parser(kind: str, tokenizer):
     """(line parser, fit policy): pretraining documents are chunked, SFT conversations cut between turns."""
-    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
     if kind == "sft":
-        check_template_is_token_exact(tokenizer)
-        return conversation.sft_record_parser(bos, eos), "turns"
-    return pretrain_record_parser(bos, eos), "chunk"
+        check_template(tokenizer)
+        return conversation.sft_record_parser(tokenizer.bos_token, tokenizer.eos_token), "turns"
+    return pretrain_record_parser(tokenizer.bos_token_id, tokenizer.eos_token_id), "chunk"
 
 
 @dataclass

@@ -70,13 +70,91 @@ def _backend(tokenizer):
     return backend
 
 
-def encode_texts(tokenizer, texts: list[str]) -> list[list[int]]:
-    """Ids of each text, no special tokens added: exactly ``tokenizer(texts, add_special_tokens=False)``."""
+def encode_texts(tokenizer, texts: list[str], with_offsets: bool = False) -> list:
+    """Ids of each text, no special tokens added: exactly ``tokenizer(texts, add_special_tokens=False)``.
+
+    With ``with_offsets`` the backend's ``Encoding`` objects (``.ids``, ``.offsets``) instead of id lists.
+    """
     if not texts:
         return []
     backend = _backend(tokenizer)
+    if with_offsets:
+        return backend.encode_batch(texts, add_special_tokens=False)
     encode = getattr(backend, "encode_batch_fast", backend.encode_batch)  # _fast: no offsets computed
     return [e.ids for e in encode(texts, add_special_tokens=False)]
+
+
+@dataclass
+class _Layout:
+    """Every token of a batch of documents, flat, with where its turns and documents end."""
+
+    ids: np.ndarray        # int32
+    mask: np.ndarray       # bool: supervised
+    turn_end: np.ndarray   # int64 per turn (all documents): token offset where the turn ends
+    doc_turns: np.ndarray  # int64 per document: its number of turns
+
+
+def _split_ends(doc: Document) -> tuple[list, str, list[tuple[int, int]], list[int], list]:
+    """(leading id pieces, text, supervised char spans, char offset where each turn ends, trailing id pieces)."""
+    pieces = [piece for turn in doc for piece in turn]
+    first = next((i for i, (v, _) in enumerate(pieces) if isinstance(v, str)), len(pieces))
+    last = max((i + 1 for i, (v, _) in enumerate(pieces) if isinstance(v, str)), default=first)
+    if any(not isinstance(v, str) for v, _ in pieces[first:last]):
+        raise ValueError("token-id pieces may only lead or trail a document; write inner ones as token text")
+    spans, turn_ends, pos, index = [], [], 0, 0
+    for turn in doc:
+        for value, supervised in turn:
+            if first <= index < last:
+                if supervised and value:
+                    spans.append((pos, pos + len(value)))
+                pos += len(value)
+            index += 1
+        turn_ends.append(pos)
+    text = "".join(v for v, _ in pieces[first:last])
+    return pieces[:first], text, spans, turn_ends, pieces[last:]
+
+
+def _text_mask(spans: list[tuple[int, int]], n_chars: int, offsets) -> np.ndarray | bool:
+    """Supervised tokens of one text: those overlapping a supervised character span (a bool if all agree)."""
+    if not spans:
+        return False
+    if spans == [(0, n_chars)]:
+        return True
+    offsets = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
+    starts, ends = offsets[:, 0], offsets[:, 1]
+    mask = np.zeros(len(offsets), dtype=bool)
+    for a, b in spans:  # a token that straddles a span edge carries loss: the model must produce it
+        mask |= (ends > a) & (starts < b)
+    return mask
+
+
+def _lay_out(tokenizer, docs: Sequence[Document]) -> _Layout:
+    """Tokenize each document's text in ONE call and place its leading/trailing token ids around it.
+
+    Each text is what inference feeds the model (``tokenizer(source + target)``, or the whole rendered chat
+    template), so no merge differs from it; labels come from character spans through the token offsets.
+    """
+    parts = [_split_ends(doc) for doc in docs]
+    # Offsets cost ~10% of tokenizing: only asked for when some label or turn boundary falls inside a text.
+    mixed = any((spans and spans != [(0, len(text))]) or len(turns) > 1 for _, text, spans, turns, _ in parts)
+    encodings = encode_texts(tokenizer, [text for _, text, _, _, _ in parts], with_offsets=mixed)
+    ids, mask, turn_end, offset = [], [], [], 0
+    for (head, text, spans, turn_chars, tail), enc in zip(parts, encodings):
+        text_ids = enc.ids if mixed else enc
+        text_mask = _text_mask(spans, len(text), enc.offsets if mixed else None)
+        ids += [[v for v, _ in head], text_ids, [v for v, _ in tail]]
+        mask += [np.array([s for _, s in head], dtype=bool), np.broadcast_to(text_mask, len(text_ids)),
+                 np.array([s for _, s in tail], dtype=bool)]
+        inner = np.zeros(0, dtype=np.int64)  # token offsets where turns end inside the text
+        if len(turn_chars) > 1:
+            starts = np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2)[:, 0]
+            inner = np.searchsorted(starts, turn_chars[:-1], side="left")
+        total = len(head) + len(text_ids) + len(tail)
+        turn_end += [offset + len(head) + inner, [offset + total]]
+        offset += total
+    flat = np.fromiter(chain.from_iterable(ids), dtype=np.int32, count=offset)
+    return _Layout(flat, np.concatenate(mask) if mask else np.zeros(0, dtype=bool),
+                   np.concatenate(turn_end).astype(np.int64), np.array([len(d) for d in docs], dtype=np.int64))
 
 
 def encode_documents(tokenizer, docs: Sequence[Document], fit: str, max_length: int) -> EncodedBatch:
@@ -86,21 +164,10 @@ def encode_documents(tokenizer, docs: Sequence[Document], fit: str, max_length: 
         empty = np.zeros(0, dtype=np.int64)
         return EncodedBatch(np.zeros(0, dtype=np.int32), np.zeros(0, dtype=bool), empty, empty, empty, empty, empty,
                             empty)
-    texts = [value for doc in docs for turn in doc for value, _ in turn if isinstance(value, str)]
-    encoded = iter(encode_texts(tokenizer, texts))
-    pieces = [next(encoded) if isinstance(value, str) else (value,)
-              for doc in docs for turn in doc for value, _ in turn]
-    piece_sup = [supervised for doc in docs for turn in doc for _, supervised in turn]
-    turn_pieces = [len(turn) for doc in docs for turn in doc]
-    doc_turns = [len(doc) for doc in docs]
-    lengths = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))
-    total = int(lengths.sum())
-    ids = np.fromiter(chain.from_iterable(pieces), dtype=np.int32, count=total)
-    mask = np.repeat(np.asarray(piece_sup, dtype=bool), lengths)
+    layout = _lay_out(tokenizer, docs)
+    ids, mask, turn_end = layout.ids, layout.mask, layout.turn_end
     sup_cum = np.concatenate([[0], np.cumsum(mask, dtype=np.int64)])
-    piece_end = np.cumsum(lengths)
-    turn_end = piece_end[np.cumsum(np.asarray(turn_pieces, dtype=np.int64)) - 1] if turn_pieces else piece_end
-    doc_last_turn = np.cumsum(np.asarray(doc_turns, dtype=np.int64)) - 1
+    doc_last_turn = np.cumsum(layout.doc_turns) - 1
     doc_end = turn_end[doc_last_turn]
     doc_start = np.concatenate([[0], doc_end[:-1]])
     doc_tokens = doc_end - doc_start

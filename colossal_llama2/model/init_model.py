@@ -105,7 +105,7 @@ def init_model(source_path: str | Path, target_tokenizer_path: str | Path, targe
     # The seed allows writing the model into the tokenizer dir: fine while that dir holds only tokenizer files.
     same_dir = target.exists() and target.resolve() == target_tok.resolve()
     only_tokenizer = same_dir and all(p.name in hf_files.REQUIRED_FILES + hf_files.OPTIONAL_FILES
-                                      for p in target.iterdir())
+                                      + (hf_files.FAST_FILE,) for p in target.iterdir())
     check_output_dir(target, overwrite or only_tokenizer, "--target_model_path")
     if target.exists() and target.resolve() == source_path.resolve():
         raise UserInputError("must differ from --source_model_and_tokenizer_path", where="--target_model_path")
@@ -116,7 +116,9 @@ def init_model(source_path: str | Path, target_tokenizer_path: str | Path, targe
     target_sp = sp_surgery.parse_model(target_sp_bytes, where=str(target_tok / hf_files.SP_MODEL_FILE))
     check_extends(source_sp, target_sp)
     hf_files.check_no_added_tokens_beyond(target_tok, len(target_sp.pieces), "--target_tokenizer_path")
-    tokenizer_files = hf_files.read_tokenizer_files(target_tok)  # in memory: the target may replace that dir
+    hf_files.check_fast_file_matches(target_tok, len(target_sp.pieces), "--target_tokenizer_path")
+    # In memory: the target may replace that dir.
+    tokenizer_files = hf_files.read_tokenizer_files(target_tok, include_fast=True)
     n_src, n_tgt = len(source_sp.pieces), len(target_sp.pieces)
     new_pieces = [p.piece for p in target_sp.pieces[n_src:]]
 

@@ -8,8 +8,11 @@ from ..utils.errors import UserInputError
 
 SP_MODEL_FILE = "tokenizer.model"
 REQUIRED_FILES = (SP_MODEL_FILE, "tokenizer_config.json", "special_tokens_map.json")
-# Copied when present. Not tokenizer.json: it encodes the *old* vocabulary and would shadow the new one.
+# Copied when present.
 OPTIONAL_FILES = ("chat_template.jinja", "chat_template.json")
+# Written by init_tokenizer for the extended vocabulary; a source's own is never copied (it encodes the *old*
+# vocabulary and would shadow the new one), an extended tokenizer's travels on to the model dir.
+FAST_FILE = "tokenizer.json"
 
 
 def check_tokenizer_dir(path: str | Path, flag: str) -> Path:
@@ -23,12 +26,10 @@ def check_tokenizer_dir(path: str | Path, flag: str) -> Path:
     return path
 
 
-def read_tokenizer_files(path: Path, sp_model_bytes: bytes | None = None) -> dict[str, bytes]:
-    """The tokenizer files of ``path`` as bytes (``tokenizer.model`` replaced by ``sp_model_bytes`` if given)."""
-    files = {name: (path / name).read_bytes() for name in REQUIRED_FILES + OPTIONAL_FILES if (path / name).is_file()}
-    if sp_model_bytes is not None:
-        files[SP_MODEL_FILE] = sp_model_bytes
-    return files
+def read_tokenizer_files(path: Path, include_fast: bool = False) -> dict[str, bytes]:
+    """The tokenizer files of ``path`` as bytes (``tokenizer.json`` only with ``include_fast``)."""
+    names = REQUIRED_FILES + OPTIONAL_FILES + ((FAST_FILE,) if include_fast else ())
+    return {name: (path / name).read_bytes() for name in names if (path / name).is_file()}
 
 
 def write_files(out_dir: Path, files: dict[str, bytes]) -> None:
@@ -54,3 +55,17 @@ def check_no_added_tokens_beyond(path: Path, sp_size: int, flag: str) -> None:
             f"{path} has tokens added on top of the sentencepiece vocabulary ({listed}); appended pieces "
             f"would take those ids. Remove them from tokenizer_config.json/added_tokens.json first and add "
             f"them again after the extension.", where=flag)
+
+
+def check_fast_file_matches(path: Path, sp_size: int, flag: str) -> None:
+    """Refuse a ``tokenizer.json`` whose vocabulary is not ``tokenizer.model``'s (e.g. copied from the source)."""
+    fast = path / FAST_FILE
+    if not fast.is_file():
+        return
+    try:
+        vocab = json.loads(fast.read_text(encoding="utf-8"))["model"]["vocab"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise UserInputError(f"{fast} is not a tokenizers file ({err})", where=flag) from None
+    if len(vocab) != sp_size:
+        raise UserInputError(f"{fast} has {len(vocab)} pieces but tokenizer.model {sp_size}: it belongs to another "
+                             f"vocabulary (delete it; transformers then converts tokenizer.model)", where=flag)

@@ -18,7 +18,7 @@ from typing import Sequence
 if not __package__:  # run as a file: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from colossal_llama2.tokenizer import hf_files, sp_surgery
+from colossal_llama2.tokenizer import fast_file, hf_files, sp_surgery
 from colossal_llama2.tokenizer.corpus import expand_paths, iter_corpus_texts, read_piece_file
 from colossal_llama2.tokenizer.learn_pieces import learn_pieces
 from colossal_llama2.utils.errors import UserInputError, run_cli
@@ -36,7 +36,8 @@ class ExtensionReport:
     added_from_corpus: int = 0
     added_support: int = 0  # characters and intermediate merges that make a requested piece reachable
     skipped: Counter = field(default_factory=Counter)  # reason -> count
-    unreachable: list[str] = field(default_factory=list)
+    dropped_unreachable: list[str] = field(default_factory=list)  # never produced: left out, and why
+    unreachable: list[str] = field(default_factory=list)  # in the written model (empty unless a bug)
 
     def lines(self) -> list[str]:
         out = [f"source vocabulary:          {self.source_size}",
@@ -45,6 +46,9 @@ class ExtensionReport:
                f"added as characters/intermediate merges (so BPE can produce the pieces above): {self.added_support}"]
         for reason, count in sorted(self.skipped.items()):
             out.append(f"skipped ({reason}): {count}")
+        if self.dropped_unreachable:
+            out.append(f"left out, never produced by the encoders even alone: {len(self.dropped_unreachable)}, "
+                       f"e.g. {self.dropped_unreachable[:5]}")
         out.append(f"final vocabulary:           {self.final_size}")
         if self.unreachable:
             out.append(f"WARNING: {len(self.unreachable)} new pieces are never produced by the encoder on their own "
@@ -52,40 +56,62 @@ class ExtensionReport:
         return out
 
 
-def _add_planned(vocab: sp_surgery.Vocabulary, piece: str, report: ExtensionReport, source: set[str],
-                 requested: set[str], budget: int | None = None) -> bool:
-    """Add ``piece`` (plus what it needs) unless present; returns whether it was added."""
-    if piece in source:
-        report.skipped["already in the source vocabulary"] += 1
-        return False
-    if piece in requested:
-        report.skipped["repeated"] += 1
-        return False
-    if piece in vocab:
-        report.skipped["already added as a character/intermediate of an earlier piece"] += 1
-        requested.add(piece)
-        return False
-    plan = sp_surgery.plan_piece(piece, vocab)
-    if budget is not None and len(plan) > budget:
-        report.skipped["over the --num_new_pieces budget"] += 1
-        return False
-    for p in plan:
-        vocab.add(p)
-    requested.add(piece)
-    report.added_support += len(plan) - 1
-    return True
+@dataclass(frozen=True)
+class Candidate:
+    piece: str    # in sentencepiece form ('▁' for spaces)
+    origin: str   # "file" or "corpus"
+
+
+@dataclass
+class _Plan:
+    """Pieces chosen so far, against a budget of new pieces (None: no limit)."""
+
+    vocab: sp_surgery.Vocabulary
+    source: set[str]
+    budget: int | None
+    budget_flag: str
+    report: ExtensionReport
+    requested: set[str] = field(default_factory=set)
+
+    @property
+    def room(self) -> int | None:
+        return None if self.budget is None else self.budget - len(self.vocab.appended)
+
+    def add(self, candidate: Candidate, excluded: set[str]) -> None:
+        """Add ``candidate`` (plus what it needs) unless present, excluded or over the budget."""
+        piece, report = candidate.piece, self.report
+        if piece in self.source:
+            report.skipped["already in the source vocabulary"] += 1
+        elif piece in self.requested:
+            report.skipped["repeated"] += 1
+        elif piece in self.vocab:
+            report.skipped["already added as a character/intermediate of an earlier piece"] += 1
+            self.requested.add(piece)
+        elif piece in excluded:
+            report.skipped["never produced by the encoders (see below)"] += 1
+        else:
+            plan = sp_surgery.plan_piece(piece, self.vocab)
+            if any(p in excluded for p in plan):
+                report.skipped["needs a piece that is never produced"] += 1
+            elif self.room is not None and len(plan) > self.room:
+                report.skipped[f"over the {self.budget_flag} budget"] += 1
+            else:
+                for p in plan:
+                    self.vocab.add(p)
+                self.requested.add(piece)
+                report.added_support += len(plan) - 1
+                if candidate.origin == "file":
+                    report.added_from_file += 1
+                else:
+                    report.added_from_corpus += 1
 
 
 def extend_tokenizer(source_dir: str | Path, target_dir: str | Path, *, expand_tokens_file: str | None = None,
                      train_corpus: str | None = None, num_new_pieces: int | None = None,
-                     train_vocab_size: int | None = None, overwrite: bool = False) -> ExtensionReport:
+                     train_vocab_size: int | None = None, vocab_size: int | None = None,
+                     overwrite: bool = False) -> ExtensionReport:
     """Write ``target_dir``: the source tokenizer with pieces appended. Returns what was done."""
-    if not expand_tokens_file and not train_corpus:
-        raise UserInputError("give --expand_tokens_file and/or --train_corpus", where="--expand_tokens_file")
-    if train_corpus and not num_new_pieces:
-        raise UserInputError("--train_corpus needs --num_new_pieces N (N > 0)", where="--num_new_pieces")
-    if num_new_pieces is not None and num_new_pieces < 0:
-        raise UserInputError("must be >= 0", where="--num_new_pieces")
+    _check_flags(expand_tokens_file, train_corpus, num_new_pieces, vocab_size)
     source_dir = hf_files.check_tokenizer_dir(source_dir, "--source_tokenizer_dir")
     target_dir = check_output_dir(target_dir, overwrite, "--target_tokenizer_dir")
     if target_dir.resolve() == source_dir.resolve():
@@ -93,42 +119,102 @@ def extend_tokenizer(source_dir: str | Path, target_dir: str | Path, *, expand_t
     proto = sp_surgery.parse_model((source_dir / hf_files.SP_MODEL_FILE).read_bytes(),
                                    where=str(source_dir / hf_files.SP_MODEL_FILE))
     hf_files.check_no_added_tokens_beyond(source_dir, len(proto.pieces), "--source_tokenizer_dir")
+    if vocab_size is not None and vocab_size <= len(proto.pieces):
+        raise UserInputError(f"must exceed the source vocabulary ({len(proto.pieces)} pieces)", where="--vocab_size")
 
-    report = ExtensionReport(source_size=len(proto.pieces))
-    vocab = sp_surgery.Vocabulary.from_proto(proto)
-    source = set(vocab.pieces)
-    requested: set[str] = set()
+    new_budget = vocab_size - len(proto.pieces) if vocab_size is not None else None
+    candidates = _candidates(expand_tokens_file, train_corpus, num_new_pieces or new_budget, train_vocab_size)
+    files = hf_files.read_tokenizer_files(source_dir)
+    with atomic_directory(target_dir, overwrite=overwrite) as tmp:
+        report = _build_without_dead_pieces(proto, candidates, files, tmp, new_budget, num_new_pieces)
+        if vocab_size is not None and report.final_size != vocab_size:  # inside: nothing is written then
+            raise UserInputError(f"only {report.final_size} pieces could be reached: the candidates ran out (give "
+                                 f"more pieces or a larger corpus, or a smaller --vocab_size)", where="--vocab_size")
+    return report
 
+
+def _check_flags(expand_tokens_file, train_corpus, num_new_pieces, vocab_size) -> None:
+    if not expand_tokens_file and not train_corpus:
+        raise UserInputError("give --expand_tokens_file and/or --train_corpus", where="--expand_tokens_file")
+    if train_corpus and not num_new_pieces and not vocab_size:
+        raise UserInputError("--train_corpus needs --num_new_pieces N (N > 0) or --vocab_size", where="--num_new_pieces")
+    if num_new_pieces is not None and num_new_pieces < 0:
+        raise UserInputError("must be >= 0", where="--num_new_pieces")
+    if num_new_pieces is not None and vocab_size is not None:
+        raise UserInputError("give --vocab_size or --num_new_pieces, not both", where="--vocab_size")
+
+
+def _candidates(expand_tokens_file: str | None, train_corpus: str | None, corpus_budget: int | None,
+                train_vocab_size: int | None) -> list[Candidate]:
+    """Requested pieces, highest priority first: the file's in its order, then the corpus's by frequency."""
+    out = []
     if expand_tokens_file:
-        for raw, _line_no in read_piece_file(expand_tokens_file):
-            if _add_planned(vocab, sp_surgery.normalize_piece(raw), report, source, requested):
-                report.added_from_file += 1
-
+        out += [Candidate(sp_surgery.normalize_piece(raw), "file") for raw, _ in read_piece_file(expand_tokens_file)]
     if train_corpus:
         files = expand_paths(train_corpus, "--train_corpus")
-        learned = learn_pieces(iter_corpus_texts(files), num_new_pieces, vocab_size=train_vocab_size)
-        start = len(vocab.appended)
-        for piece in learned:
-            budget = num_new_pieces - (len(vocab.appended) - start)
-            if budget <= 0:
-                break
-            if not piece.strip(sp_surgery.WHITESPACE_SYMBOL):  # runs of spaces: not language pieces
-                report.skipped["learned whitespace-only piece"] += 1
-                continue
-            if _add_planned(vocab, piece, report, source, requested, budget=budget):
-                report.added_from_corpus += 1
-        if len(vocab.appended) - start < num_new_pieces:
-            logger.warning("the corpus yielded only %d new pieces of the %d asked for",
-                           len(vocab.appended) - start, num_new_pieces)
+        out += [Candidate(p, "corpus")
+                for p in learn_pieces(iter_corpus_texts(files), corpus_budget, vocab_size=train_vocab_size)]
+    return out
 
-    sp_surgery.append_to_proto(proto, vocab.appended)
-    report.final_size = len(proto.pieces)
-    report.unreachable = sp_surgery.unreachable_pieces(proto, [p for p, _ in vocab.appended])
 
-    files = hf_files.read_tokenizer_files(source_dir, proto.SerializeToString())
-    with atomic_directory(target_dir, overwrite=overwrite) as tmp:
-        hf_files.write_files(tmp, files)
-    return report
+def _plan_pieces(proto, candidates: list[Candidate], excluded: set[str], new_budget: int | None,
+                 num_new_pieces: int | None) -> _Plan:
+    vocab = sp_surgery.Vocabulary.from_proto(proto)
+    report = ExtensionReport(source_size=len(proto.pieces))
+    plan = _Plan(vocab, set(vocab.pieces), new_budget, "--vocab_size", report)
+    for candidate in (c for c in candidates if c.origin == "file"):
+        plan.add(candidate, excluded)
+    if num_new_pieces is not None:  # the corpus gets its own budget, counted from here
+        plan.budget, plan.budget_flag = len(vocab.appended) + num_new_pieces, "--num_new_pieces"
+    for candidate in (c for c in candidates if c.origin == "corpus"):
+        if plan.room == 0:
+            break
+        if not candidate.piece.strip(sp_surgery.WHITESPACE_SYMBOL):  # runs of spaces: not language pieces
+            report.skipped["learned whitespace-only piece"] += 1
+            continue
+        plan.add(candidate, excluded)
+    if plan.room and any(c.origin == "corpus" for c in candidates):
+        logger.warning("the corpus yielded %d fewer pieces than asked for", plan.room)
+    return plan
+
+
+def _build_without_dead_pieces(proto, candidates: list[Candidate], files: dict[str, bytes], out_dir: Path,
+                               new_budget: int | None, num_new_pieces: int | None) -> ExtensionReport:
+    """Plan, write, and check that both encoders produce every new piece; re-plan without the ones they do not.
+
+    The planner's BPE simulation makes this rare; what it cannot foresee (a requested piece that an older
+    piece always pre-empts, a character that exists only as a non-normal piece) is left out, counted and
+    named in the report, and its budget goes to the next candidates.
+    """
+    excluded: set[str] = set()
+    for _ in range(10):
+        plan = _plan_pieces(proto, candidates, excluded, new_budget, num_new_pieces)
+        dead = _write_and_find_dead(proto, plan.vocab.appended, files, out_dir)
+        if not dead:
+            break
+        excluded |= set(dead)
+        logger.info("%d new pieces are never produced; planning again without them", len(dead))
+    plan.report.dropped_unreachable = sorted(excluded)
+    plan.report.unreachable = dead
+    plan.report.final_size = len(proto.pieces) + len(plan.vocab.appended)
+    return plan.report
+
+
+def _write_and_find_dead(proto, appended: list[tuple[str, float]], files: dict[str, bytes], out_dir: Path) -> list[str]:
+    extended = type(proto)()
+    extended.CopyFrom(proto)
+    sp_surgery.append_to_proto(extended, appended)
+    files = dict(files, **{hf_files.SP_MODEL_FILE: extended.SerializeToString()})
+    (out_dir / hf_files.FAST_FILE).unlink(missing_ok=True)  # a previous attempt's
+    hf_files.write_files(out_dir, files)
+    written_fast = fast_file.fast_files(out_dir)
+    if written_fast:
+        hf_files.write_files(out_dir, written_fast)
+    new_pieces = [p for p, _ in appended]
+    dead = set(sp_surgery.unreachable_pieces(extended, new_pieces))
+    if written_fast:
+        dead |= set(fast_file.unreachable_pieces(out_dir, new_pieces))
+    return [p for p in new_pieces if p in dead]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -143,7 +229,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="comma-separated jsonl/txt files or dirs to learn pieces from (jsonl: 'text' or "
                              "'source'+'target')")
     parser.add_argument("--num_new_pieces", type=int, default=None,
-                        help="with --train_corpus: how many pieces to add from the corpus")
+                        help="with --train_corpus: how many pieces to add from the corpus (characters and "
+                             "intermediate merges they need included)")
+    parser.add_argument("--vocab_size", type=int, default=None,
+                        help="final vocabulary size, exactly (e.g. 69104, or a multiple of 64): the file's pieces in "
+                             "list order, then the corpus's by frequency, until it is reached; instead of "
+                             "--num_new_pieces")
     parser.add_argument("--train_vocab_size", type=int, default=None,
                         help="with --train_corpus: vocab size of the corpus model (default: #chars + 2*N)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty target directory")
@@ -155,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = extend_tokenizer(args.source_tokenizer_dir, args.target_tokenizer_dir,
                               expand_tokens_file=args.expand_tokens_file, train_corpus=args.train_corpus,
                               num_new_pieces=args.num_new_pieces, train_vocab_size=args.train_vocab_size,
-                              overwrite=args.overwrite)
+                              vocab_size=args.vocab_size, overwrite=args.overwrite)
     print("\n".join(report.lines()))
     print(f"wrote {args.target_tokenizer_dir}")
     return 0

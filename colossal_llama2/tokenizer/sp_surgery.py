@@ -12,7 +12,11 @@ Why this is more than ``pieces.append``:
   from its characters, the intermediate pieces (balanced halves) that make it so.
 * Scores: every new piece scores below every existing normal piece, so an existing merge always wins
   and text the old model could already encode without new pieces keeps its ids. Scores are distinct
-  (strictly decreasing in append order) because the two encoders break score ties differently.
+  (strictly decreasing in append order) *as stored*, i.e. as float32, because sentencepiece and the
+  Hugging Face BPE break score ties differently (sentencepiece: leftmost pair; HF: merge rank). This is
+  not automatic: LLaMA-2 gives its whitespace pieces a score of -1e9, where float32 values are 64 apart,
+  so "minimum - 1, - 2, ..." collapses into runs of 64 equal scores -- which is what made the fast and
+  slow tokenizers disagree on about 1% of Chinese lines. ``_score_below`` steps in float32.
 * Unigram models need no intermediates (Viterbi considers every piece); new pieces get slightly
   decreasing scores just below the old minimum.
 
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 from sentencepiece import sentencepiece_model_pb2 as sp_pb2
 
 from ..utils.errors import UserInputError
@@ -73,7 +78,7 @@ class Vocabulary:
             if p.type == NORMAL:
                 vocab.scores[p.piece] = p.score
         normal_scores = list(vocab.scores.values()) or [0.0]
-        vocab.next_score = min(normal_scores) - 1.0
+        vocab.next_score = _score_below(min(normal_scores), 1.0)
         return vocab
 
     def __contains__(self, piece: str) -> bool:
@@ -81,10 +86,19 @@ class Vocabulary:
 
     def add(self, piece: str) -> None:
         score = self.next_score
-        self.next_score -= 1.0 if self.model_type == BPE else UNIGRAM_SCORE_STEP
+        self.next_score = _score_below(score, 1.0 if self.model_type == BPE else UNIGRAM_SCORE_STEP)
         self.pieces[piece] = NORMAL
         self.scores[piece] = score
         self.appended.append((piece, score))
+
+
+def _score_below(score: float, step: float) -> float:
+    """``score - step`` as a float32, or the next float32 below ``score`` when that rounds back to it."""
+    current = np.float32(score)
+    lower = np.float32(float(current) - step)
+    if lower >= current:
+        lower = np.nextafter(current, np.float32(-np.inf))
+    return float(lower)
 
 
 def bpe_encode(text: str, scores: dict[str, float], extra: dict[str, float] | None = None) -> list[str]:
@@ -116,6 +130,13 @@ def bpe_encode(text: str, scores: dict[str, float], extra: dict[str, float] | No
     return symbols
 
 
+def _following_scores(first: float, count: int) -> list[float]:
+    scores = [first]
+    while len(scores) < count:
+        scores.append(_score_below(scores[-1], 1.0))
+    return scores
+
+
 def _balanced_nodes(symbols: list[str]) -> list[str]:
     """Internal nodes (multi-symbol concatenations) of a balanced binary tree over ``symbols``, children first."""
     if len(symbols) <= 1:
@@ -137,9 +158,9 @@ def plan_piece(piece: str, vocab: Vocabulary) -> list[str]:
         return [piece]
     plan = [ch for ch in dict.fromkeys(piece) if ch not in vocab]  # unique characters, in order
     plan.append(piece)
-    # Scores these would get, to simulate before committing.
-    step = 1.0
-    trial = {p: vocab.next_score - i * step for i, p in enumerate(plan)}
+    # Scores these would get (the same float32 steps as ``Vocabulary.add``), to simulate before committing.
+    scores = _following_scores(vocab.next_score, len(plan) + len(piece))
+    trial = {p: scores[i] for i, p in enumerate(plan)}
     symbols = bpe_encode(piece, vocab.scores, trial)
     if symbols == [piece]:
         return plan
@@ -148,10 +169,11 @@ def plan_piece(piece: str, vocab: Vocabulary) -> list[str]:
     # if some older piece interferes, fall back to a left fold, which always completes.
     for nodes in (_balanced_nodes(symbols), [
             "".join(symbols[: k + 1]) for k in range(1, len(symbols))]):
-        nodes = [n for n in nodes if n != piece and n not in vocab and n not in trial]
+        # dict.fromkeys: a repeated half ("ABAB" -> "AB", "AB") is one piece, appended once.
+        nodes = [n for n in dict.fromkeys(nodes) if n != piece and n not in vocab and n not in trial]
         trial2 = dict(trial)
         for n in nodes:
-            trial2[n] = vocab.next_score - len(trial2) * step
+            trial2[n] = scores[len(trial2)]
         if bpe_encode(piece, vocab.scores, trial2) == [piece]:
             return plan + nodes
     # Only when a character exists as a non-normal piece (e.g. user-defined): the caller's check of the

@@ -54,6 +54,22 @@ def measure(tokenizer_dir: str, texts: list[str], batch_size: int = 256) -> Toke
                           characters=sum(len(t) for t in texts), tokens=tokens)
 
 
+def disagreements(tokenizer_dir: str, texts: list[str]) -> dict[str, int]:
+    """Lines on which the fast tokenizer, the slow one and sentencepiece itself give different ids."""
+    import sentencepiece as spm
+    from transformers import AutoTokenizer, LlamaTokenizer
+
+    fast = AutoTokenizer.from_pretrained(tokenizer_dir)
+    slow = LlamaTokenizer.from_pretrained(tokenizer_dir)
+    sp = spm.SentencePieceProcessor(model_file=str(Path(tokenizer_dir) / "tokenizer.model"))
+    fast_ids = fast(texts, add_special_tokens=False)["input_ids"]
+    out = {"fast != slow": 0, "fast != sentencepiece": 0}
+    for text, ids in zip(texts, fast_ids):
+        out["fast != slow"] += slow.encode(text, add_special_tokens=False) != ids
+        out["fast != sentencepiece"] += sp.encode(text) != ids
+    return out
+
+
 def format_table(rows: list[TokenizerStats]) -> str:
     header = "| Tokenizer | Vocabulary size | Tokens per character | Average tokens per sample |"
     lines = [header, "|---|---:|---:|---:|"]
@@ -68,6 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data_input_dirs", required=True,
                         help="comma-separated jsonl/txt files or dirs ({'source','target'} or {'text'} records)")
     parser.add_argument("--max_samples", type=int, default=None, help="use only the first N samples")
+    parser.add_argument("--check_agreement", action="store_true",
+                        help="also count samples on which fast, slow (LlamaTokenizer) and sentencepiece disagree")
     args = parser.parse_args(argv)
     texts = []
     for text in iter_corpus_texts(expand_paths(args.data_input_dirs, "--data_input_dirs")):
@@ -82,6 +100,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = [measure(name, texts) for name in names]
     print(f"{len(texts)} samples, {rows[0].characters} characters")
     print(format_table(rows))
+    if args.check_agreement:
+        for name in names:
+            counts = disagreements(name, texts)
+            print(f"{name}: " + ", ".join(f"{k}: {v} of {len(texts)} samples" for k, v in counts.items()))
     return 0
 
 
