@@ -62,29 +62,35 @@ def read_records(files: Iterable[os.PathLike], parse: Callable[[Any], T], skip_b
     result: ReadResult[T] = ReadResult()
     for path in files:
         with open(path, "rb") as fh:  # bytes: a non-UTF-8 line must be reported, not replaced
-            for line_no, raw in enumerate(fh, start=1):
-                result.lines_read += 1
-                if progress is not None:
-                    progress(len(raw))
-                try:
-                    text = raw.decode("utf-8")
-                except UnicodeDecodeError as err:
-                    reason = f"not valid UTF-8 (byte {err.start}: {raw[err.start:err.start + 1]!r})"
-                    _bad(result, path, line_no, reason, skip_bad_lines)
-                    continue
-                if not text.strip():
-                    result.blank_lines += 1
-                    continue
-                try:
-                    value = json.loads(text)
-                except json.JSONDecodeError as err:
-                    _bad(result, path, line_no, f"invalid JSON ({err.msg} at column {err.colno})", skip_bad_lines)
-                    continue
-                try:
-                    result.records.append(parse(value))
-                except BadRecord as err:
-                    _bad(result, path, line_no, str(err), skip_bad_lines)
+            read_lines(path, enumerate(fh, start=1), parse, skip_bad_lines, result, progress)
     return result
+
+
+def read_lines(path: os.PathLike, lines: Iterable[tuple[int, bytes]], parse: Callable[[Any], T],
+               skip_bad_lines: bool, result: ReadResult[T], progress: Callable[[int], None] | None = None) -> None:
+    """Parse ``(line number, raw bytes)`` lines of ``path`` into ``result``."""
+    for line_no, raw in lines:
+        result.lines_read += 1
+        if progress is not None:
+            progress(len(raw))
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            reason = f"not valid UTF-8 (byte {err.start}: {raw[err.start:err.start + 1]!r})"
+            _bad(result, path, line_no, reason, skip_bad_lines)
+            continue
+        if not text.strip():
+            result.blank_lines += 1
+            continue
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as err:
+            _bad(result, path, line_no, f"invalid JSON ({err.msg} at column {err.colno})", skip_bad_lines)
+            continue
+        try:
+            result.records.append(parse(value))
+        except BadRecord as err:
+            _bad(result, path, line_no, str(err), skip_bad_lines)
 
 
 def _bad(result: ReadResult, path: os.PathLike, line_no: int, reason: str, skip: bool) -> None:

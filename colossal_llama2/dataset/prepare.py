@@ -11,37 +11,34 @@ from __future__ import annotations
 
 import argparse
 import gc
+import hashlib
 import json
 import math
 import multiprocessing as mp
 import os
+import shutil
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
-
 from ..utils.errors import UserInputError
-from ..utils.fs import atomic_directory, check_output_dir
+from ..utils.fs import atomic_directory, atomic_write_text, check_output_dir
 from ..utils.logging import get_logger
 from . import conversation
-from .bins import assign_parts
-from .documents import Record, pretrain_record_parser
-from .jsonl_reader import list_input_files, read_records
-from .mixing import FLAG as WEIGHTS_FLAG, category_rng, copies_for, parse_category_weights
+from .assemble import PartJob, plan_parts, write_parts
+from .documents import pretrain_record_parser
+from .jsonl_reader import MAX_LISTED_BAD_LINES, list_input_files
+from .mixing import FLAG as WEIGHTS_FLAG, parse_category_weights
 from .schema import FORMAT, IGNORE_INDEX, SUMMARY_FILE, part_name
-from .splice import fill_rate, pack_best_fit_decreasing
-from .tokenization import encode_all
-from .writer import IntListFormatter, gather_part, save_arrow_part, write_jsonl_part
+from .splice import fill_rate
+from .unit_work import UnitJob, UnitResult, process_unit, unit_dir, validate_unit
+from .units import plan_units
 
 logger = get_logger(__name__)
 
 KINDS = ("pretrain", "sft")
-# Salts for the per-category random streams, so each use is independent of the others.
-_SALT_WEIGHTS, _SALT_PACK, _SALT_BINS, _SALT_ROWS = 1, 2, 3, 4
 
 
 def default_num_proc() -> int:
@@ -60,8 +57,9 @@ def build_arg_parser(kind: str) -> argparse.ArgumentParser:
                    help="comma-separated directories; every *.jsonl file in each is read")
     p.add_argument("--tokenizer_dir", required=True, help="Hugging Face tokenizer directory (a fast tokenizer is used)")
     p.add_argument("--data_cache_dir", default=None,
-                   help="accepted for compatibility with the original command line; nothing is cached "
-                        "(tokenization happens in memory, no intermediate files)")
+                   help="where finished units of work and parts are kept until the output is complete, so a "
+                        "killed run resumes where it stopped (default: .NAME.cache beside "
+                        "--data_arrow_output_dir; removed after success)")
     p.add_argument("--data_jsonl_output_dir", default=None,
                    help="also write the samples as jsonl here (part-00000.jsonl ...); omitted: no jsonl copy")
     p.add_argument("--data_arrow_output_dir", required=True,
@@ -71,6 +69,13 @@ def build_arg_parser(kind: str) -> argparse.ArgumentParser:
                    help="bins per category = output parts; part i holds bin i of every category (default 10)")
     p.add_argument("--num_proc", type=int, default=default_num_proc(),
                    help="tokenizer worker processes (default: the available cores)")
+    p.add_argument("--unit_size_mb", type=float, default=64,
+                   help="input is prepared in units of about this many MB (at line ends), one per worker at a "
+                        "time: peak memory grows with this times --num_proc, not with the corpus")
+    p.add_argument("--num_shards", type=int, default=1,
+                   help="split the work over N independent runs (machines): each prepares every N-th unit")
+    p.add_argument("--shard_index", type=int, default=0,
+                   help="which of the --num_shards runs this is (0-based); train on all shards' output dirs")
     p.add_argument("--seed", type=int, default=42, help="seed of every random choice (packing ties, bins, weights)")
     p.add_argument("--skip_bad_lines", action="store_true",
                    help="skip invalid lines (counted and listed in the summary) instead of stopping at the first")
@@ -95,6 +100,9 @@ class Options:
     max_length: int = 4096
     num_spliced_dataset_bins: int = 10
     num_proc: int = 1
+    unit_size_mb: float = 64
+    num_shards: int = 1
+    shard_index: int = 0
     seed: int = 42
     skip_bad_lines: bool = False
     overwrite: bool = False
@@ -149,6 +157,12 @@ def _check_options(o: Options) -> None:
         raise UserInputError("must be at least 1", where="--num_spliced_dataset_bins")
     if o.num_proc < 1:
         raise UserInputError("must be at least 1", where="--num_proc")
+    if not o.unit_size_mb > 0:
+        raise UserInputError("must be positive", where="--unit_size_mb")
+    if o.num_shards < 1:
+        raise UserInputError("must be at least 1", where="--num_shards")
+    if not 0 <= o.shard_index < o.num_shards:
+        raise UserInputError(f"must be in 0..{o.num_shards - 1} (--num_shards {o.num_shards})", where="--shard_index")
     check_output_dir(o.data_arrow_output_dir, o.overwrite, "--data_arrow_output_dir")
     if o.data_jsonl_output_dir:
         check_output_dir(o.data_jsonl_output_dir, o.overwrite, "--data_jsonl_output_dir")
@@ -176,7 +190,7 @@ def prepare(o: Options) -> dict:
 
 
 def _prepare(o: Options) -> dict:
-    """read -> select (category weights) -> tokenize -> pack -> bin and write -> summary."""
+    """plan units -> validate -> prepare each unit into the cache -> plan and write parts -> move -> summary."""
     t_start = time.perf_counter()
     _check_options(o)
     files = list_input_files(o.data_input_dirs)
@@ -185,23 +199,41 @@ def _prepare(o: Options) -> dict:
     parse, fit = _record_parser(o.kind, tokenizer)
     import datasets  # noqa: F401  (a one-time import of ~1 s, done with the tokenizer load, not mid-way)
 
+    all_units = plan_units(files, max(1, int(o.unit_size_mb * (1 << 20))))
+    units = [u for u in all_units if u.index % o.num_shards == o.shard_index]
+    cache = _open_cache(o, files, weights)
+    job = UnitJob(o.kind, parse, fit, o.max_length, o.seed, weights, o.skip_bad_lines, cache)
     t_setup = time.perf_counter()
-    corpus = _read(files, parse, o.skip_bad_lines, weights)
-    t_read = time.perf_counter()
-    copies, selected = _select(corpus, weights, o.seed)
-    tokens = _tokenize(o, tokenizer, corpus.records, selected, fit)
+    pending = [u for u in units if not unit_dir(cache, u).is_dir()]
+    if len(pending) < len(units):
+        logger.info("resuming: %d of %d units already prepared in %s", len(units) - len(pending), len(units), cache)
+    try:
+        if not o.skip_bad_lines:
+            _run_units(validate_unit, job, None, pending, o.num_proc, "validating")
+        t_read = time.perf_counter()
+        _run_units(process_unit, job, tokenizer, pending, o.num_proc, "preparing")
+    except BaseException:
+        if not any((cache / "units").iterdir()):  # nothing worth keeping for a resume
+            shutil.rmtree(cache, ignore_errors=True)
+        raise
     t_tok = time.perf_counter()
-    sequences, stats = _pack(o, corpus, tokens, copies, selected, weights)
+    results = [UnitResult.open(unit_dir(cache, u)) for u in units]
+    records = sum(r.meta["records"] for r in results)
+    if not records:
+        raise UserInputError("no valid record in the input", where="--data_input_dirs")
+    stats = _merge_category_stats(results)
+    for name in sorted(set(weights) - set(stats)):
+        logger.warning("%s names category %r, which no record has", WEIGHTS_FLAG, name)
+    if not any(s["documents"] for s in stats.values()):
+        raise UserInputError("the weights leave no document", where=WEIGHTS_FLAG)
+    num_parts, plans, missing, counts = plan_parts(results, o.num_spliced_dataset_bins, o.seed)
+    _warn_about_parts(o, num_parts, missing, counts)
     t_pack = time.perf_counter()
-    with ExitStack() as stack:  # everything goes to temporary dirs, renamed only when all is written
-        arrow_tmp = stack.enter_context(atomic_directory(o.data_arrow_output_dir, overwrite=o.overwrite))
-        jsonl_tmp = (stack.enter_context(atomic_directory(o.data_jsonl_output_dir, overwrite=o.overwrite))
-                     if o.data_jsonl_output_dir else None)
-        written = _bin_and_write(o, tokenizer, corpus.categories, sequences, stats, tokens, arrow_tmp, jsonl_tmp)
-        summary = _summary(o, files, corpus.read, corpus.categories, stats, tokenized_tokens=int(tokens.doc_tokens.sum()),
-                           times=(t_start, t_setup, t_read, t_tok, t_pack), **written)
-        (arrow_tmp / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n",
-                                              encoding="utf-8")
+    written = _write_parts(o, tokenizer, cache, units, results, plans, num_parts)
+    written["missing"] = missing
+    summary = _summary(o, files, units, all_units, results, stats, tokenized_tokens=sum(
+        r.meta["tokenized_tokens"] for r in results), times=(t_start, t_setup, t_read, t_tok, t_pack), **written)
+    _publish(o, cache, num_parts, summary)
     if o.kind == "sft" and o.install_chat_template:
         path = conversation.install_chat_template(o.tokenizer_dir)
         logger.info("chat template installed in %s", path)
@@ -216,231 +248,158 @@ def _record_parser(kind: str, tokenizer):
     return pretrain_record_parser(tokenizer.bos_token_id, tokenizer.eos_token_id), "chunk"
 
 
-@dataclass
-class _Corpus:
-    read: object            # jsonl_reader's result: records and line statistics
-    records: list[Record]
-    categories: list[str]   # sorted
-    record_cat: np.ndarray  # category index of each record
+def _fingerprint(o: Options, files: list[Path], weights: dict) -> dict:
+    """What the cached units depend on: a cache with another fingerprint is not reused."""
+    tok_dir = Path(o.tokenizer_dir)
+    digest = hashlib.sha256()
+    for name in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"):
+        if (tok_dir / name).is_file():
+            digest.update(name.encode() + (tok_dir / name).read_bytes())
+    return {"format": FORMAT, "cache_version": 1, "kind": o.kind, "max_length": o.max_length, "seed": o.seed,
+            "skip_bad_lines": o.skip_bad_lines, "category_weights": weights, "unit_size_mb": o.unit_size_mb,
+            "num_shards": o.num_shards, "shard_index": o.shard_index, "bins": o.num_spliced_dataset_bins,
+            "jsonl": bool(o.data_jsonl_output_dir), "tokenizer_sha256": digest.hexdigest(),
+            "files": [[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in files]}
 
 
-def _read(files, parse, skip_bad_lines: bool, weights: dict) -> _Corpus:
-    """Read and validate every line before any heavy work."""
-    with _progress_bar(sum(f.stat().st_size for f in files), "reading", "B", unit_scale=True) as bar:
-        read = read_records(files, parse, skip_bad_lines, progress=bar.update)
-    if not read.records:
-        raise UserInputError("no valid record in the input", where="--data_input_dirs")
-    categories = sorted({r.category for r in read.records})
-    for name in sorted(set(weights) - set(categories)):
-        logger.warning("%s names category %r, which no record has", WEIGHTS_FLAG, name)
-    cat_index = {c: i for i, c in enumerate(categories)}
-    record_cat = np.array([cat_index[r.category] for r in read.records], dtype=np.int64)
-    return _Corpus(read=read, records=read.records, categories=categories, record_cat=record_cat)
+def cache_dir_for(o: Options) -> Path:
+    if o.data_cache_dir:
+        return Path(o.data_cache_dir)
+    out = Path(o.data_arrow_output_dir)
+    return out.parent / f".{out.name}.cache"
 
 
-def _select(corpus: _Corpus, weights: dict, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Category weights -> (copies per record, indices of records with at least one copy)."""
-    copies = np.zeros(len(corpus.records), dtype=np.int64)
-    for ci, name in enumerate(corpus.categories):
-        members = np.flatnonzero(corpus.record_cat == ci)
-        copies[members] = copies_for(len(members), weights.get(name, 1.0), category_rng(seed, name, _SALT_WEIGHTS))
-    selected = np.flatnonzero(copies > 0)
-    if len(selected) == 0:
-        raise UserInputError("the weights leave no document", where=WEIGHTS_FLAG)
-    return copies, selected
+def _open_cache(o: Options, files: list[Path], weights: dict) -> Path:
+    """The cache dir, kept from an interrupted run with the same fingerprint, else emptied."""
+    cache = cache_dir_for(o)
+    manifest = cache / "manifest.json"
+    fingerprint = _fingerprint(o, files, weights)
+    if cache.is_dir():
+        try:
+            same = json.loads(manifest.read_text(encoding="utf-8")) == fingerprint
+        except (OSError, ValueError):
+            same = False
+        if not same:
+            if any(cache.iterdir()) and not manifest.is_file():
+                raise UserInputError(f"{cache} is not empty and is no preparation cache; give another directory",
+                                     where="--data_cache_dir")
+            logger.info("cache %s is from another input or settings: starting afresh", cache)
+            shutil.rmtree(cache)
+    if not cache.is_dir():
+        for sub in ("units", "parts", "jsonl"):
+            (cache / sub).mkdir(parents=True, exist_ok=True)
+        atomic_write_text(manifest, json.dumps(fingerprint, indent=2, ensure_ascii=False) + "\n")
+    return cache
 
 
-@dataclass
-class _Tokens:
-    ids: np.ndarray          # every chunk's tokens, concatenated
-    mask: np.ndarray         # loss mask, aligned with ids
-    chunk_rec: np.ndarray    # record index of each chunk
-    chunk_start: np.ndarray  # offset of each chunk in ids
-    chunk_len: np.ndarray
-    doc_tokens: np.ndarray   # per selected record: tokens, supervised tokens, chunks it was cut into
-    doc_sup: np.ndarray
-    doc_split: np.ndarray
-    drops: list              # (record index, reason, tokens, supervised tokens)
+_JOB = None  # (function, UnitJob, tokenizer), set in the parent before forking
 
 
-def _tokenize(o: Options, tokenizer, records: list[Record], selected: np.ndarray, fit: str) -> _Tokens:
-    """Tokenize the selected records and fit them to max_length, in ``num_proc`` workers."""
-    docs = [records[i].document for i in selected]
-    columns = {k: [] for k in ("ids", "mask", "chunk_rec", "chunk_start", "chunk_len", "doc_tokens", "doc_sup",
-                               "doc_split")}
-    drops = []
-    base_doc = base_tok = 0
-    with _progress_bar(len(docs), "tokenizing", "doc") as bar:
-        for batch in encode_all(tokenizer, docs, fit, o.max_length, o.num_proc,
-                                tokenizer_loader=partial(load_tokenizer, o.tokenizer_dir)):
-            for key, value in (("ids", batch.ids), ("mask", batch.mask),
-                               ("chunk_rec", selected[base_doc + batch.chunk_doc]),
-                               ("chunk_start", batch.chunk_start + base_tok), ("chunk_len", batch.chunk_len),
-                               ("doc_tokens", batch.doc_tokens), ("doc_sup", batch.doc_supervised),
-                               ("doc_split", batch.doc_split)):
-                columns[key].append(value)
-            drops += [(int(selected[base_doc + d.doc]), d.reason, d.tokens, d.supervised) for d in batch.drops]
-            base_doc += len(batch.doc_tokens)
-            base_tok += len(batch.ids)
-            bar.update(len(batch.doc_tokens))
-    del docs
-    return _Tokens(**{k: np.concatenate(v) for k, v in columns.items()}, drops=drops)
+def _unit_task(unit):
+    function, job, tokenizer = _JOB
+    return function(job, unit) if tokenizer is None else function(job, tokenizer, unit)
 
 
-def _pack(o: Options, corpus: _Corpus, tokens: _Tokens, copies: np.ndarray, selected: np.ndarray,
-          weights: dict) -> tuple[dict[str, list[list[int]]], dict[str, dict]]:
-    """Per category: expand copies, then pack chunks (pretraining) or keep one per sample (SFT).
-
-    Returns (sequences: lists of chunk indices per category, per-category statistics)."""
-    chunk_copies = copies[tokens.chunk_rec]
-    chunk_cat = corpus.record_cat[tokens.chunk_rec]
-    sequences: dict[str, list[list[int]]] = {}
-    stats: dict[str, dict] = {}
-    for ci, name in enumerate(corpus.categories):
-        mine = np.flatnonzero(chunk_cat == ci)
-        expanded = np.repeat(mine, chunk_copies[mine])
-        if o.kind == "pretrain":
-            packed = pack_best_fit_decreasing(tokens.chunk_len[expanded], o.max_length,
-                                              category_rng(o.seed, name, _SALT_PACK))
-            sequences[name] = [[int(expanded[i]) for i in seq] for seq in packed]
-        else:
-            sequences[name] = [[int(c)] for c in expanded]
-        stats[name] = _category_stats(ci, corpus.record_cat, copies, selected, tokens, expanded,
-                                      len(sequences[name]), weights.get(name, 1.0))
-    for rec, reason, n_tokens, sup in tokens.drops:
-        entry = stats[corpus.categories[corpus.record_cat[rec]]]["dropped"].setdefault(
-            reason, {"count": 0, "tokens": 0, "supervised_tokens": 0})
-        entry["count"] += int(copies[rec])
-        entry["tokens"] += n_tokens * int(copies[rec])
-        entry["supervised_tokens"] += sup * int(copies[rec])
-    return sequences, stats
+def _run_units(function, job: UnitJob, tokenizer, units: list, num_proc: int, desc: str) -> None:
+    """Run ``function`` over ``units`` in ``num_proc`` forked workers (one unit each at a time), in order."""
+    global _JOB
+    if not units:
+        return
+    _JOB = (function, job, tokenizer)
+    try:
+        with _progress_bar(sum(u.size for u in units), desc, "B", unit_scale=True) as bar:
+            if num_proc <= 1 or len(units) == 1 or "fork" not in mp.get_all_start_methods():
+                for unit in units:
+                    bar.update(_unit_task(unit))
+            else:
+                with mp.get_context("fork").Pool(min(num_proc, len(units)), initializer=_quiet_worker) as pool:
+                    for size in pool.imap(_unit_task, units, chunksize=1):
+                        bar.update(size)
+    finally:
+        _JOB = None
 
 
-def _category_stats(ci: int, record_cat: np.ndarray, copies: np.ndarray, selected: np.ndarray, tokens: _Tokens,
-                    expanded: np.ndarray, num_sequences: int, weight: float) -> dict:
-    in_cat = record_cat[selected] == ci
-    sel_copies = copies[selected]
-    return {
-        "records": int((record_cat == ci).sum()),
-        "weight": weight,
-        "documents": int(copies[record_cat == ci].sum()),
-        "input_tokens": int((tokens.doc_tokens[in_cat] * sel_copies[in_cat]).sum()),
-        "input_supervised_tokens": int((tokens.doc_sup[in_cat] * sel_copies[in_cat]).sum()),
-        "documents_cut_into_chunks": int(sel_copies[in_cat & (tokens.doc_split > 1)].sum()),
-        "chunks": int(len(expanded)),
-        "sequences": num_sequences,
-        "tokens": int(tokens.chunk_len[expanded].sum()),
-        "supervised_tokens": 0,  # filled when the parts are written
-        "dropped": {},
-    }
+def _quiet_worker() -> None:
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one thread per worker: the workers are the parallelism
 
 
-def _bin_and_write(o: Options, tokenizer, categories: list[str], sequences: dict, stats: dict, tokens: _Tokens,
-                   arrow_tmp: Path, jsonl_tmp: Path | None) -> dict:
-    """Deal each category's sequences into bins, bin i of every category forming part i; write the parts.
+def _merge_category_stats(results: list) -> dict:
+    """Per-category statistics summed over the units (the weight is the category's, not summed)."""
+    merged: dict[str, dict] = {}
+    for r in results:
+        for name, st in r.meta["stats"].items():
+            into = merged.setdefault(name, {k: st[k] if k == "weight" else {} if k == "dropped" else 0 for k in st})
+            for key, value in st.items():
+                if key == "dropped":
+                    for reason, d in value.items():
+                        acc = into["dropped"].setdefault(reason, {"count": 0, "tokens": 0, "supervised_tokens": 0})
+                        for k in acc:
+                            acc[k] += d[k]
+                elif key != "weight":
+                    into[key] += value
+    return dict(sorted(merged.items()))
 
-    Returns what the summary needs of the output (parts, categories missing from parts, token counts)."""
-    seq_counts = {name: len(seqs) for name, seqs in sequences.items()}
-    num_parts, part_bins = assign_parts(seq_counts, o.num_spliced_dataset_bins,
-                                        lambda name: category_rng(o.seed, name, _SALT_BINS))
+
+def _warn_about_parts(o: Options, num_parts: int, missing: dict, counts: dict) -> None:
     if num_parts < o.num_spliced_dataset_bins:
         logger.warning("only %d sequences in the largest category: writing %d parts instead of %d",
-                       max(seq_counts.values()), num_parts, o.num_spliced_dataset_bins)
-    missing = {name: [part_name(i) for i in range(num_parts) if len(part_bins[name][i]) == 0] for name in categories}
-    missing = {k: v for k, v in missing.items() if v}
+                       max(counts.values()), num_parts, o.num_spliced_dataset_bins)
     for name, parts in missing.items():
         logger.warning("category %r has %d sequences, fewer than the %d parts: missing from %d part(s)",
-                       name, seq_counts[name], num_parts, len(parts))
-    jobs = _part_jobs(o, tokenizer, categories, sequences, part_bins, num_parts, arrow_tmp, jsonl_tmp)
-    formatter = (IntListFormatter.for_range(min(IGNORE_INDEX, int(tokens.ids.min(initial=0))),
-                                            max(int(tokens.ids.max(initial=0)), int(tokens.chunk_len.max(initial=0))))
-                 if jsonl_tmp is not None else None)
-    part_summaries, out_tokens, out_sup = [], 0, 0
-    with _progress_bar(num_parts, "writing", "part") as bar:
-        for job, (n_rows, n_tokens, n_sup, sup_by_cat) in zip(
-                jobs, _write_parts(jobs, (tokens.ids, tokens.mask, tokens.chunk_start, tokens.chunk_len, formatter),
-                                   o.num_proc)):
-            for name, sup in sup_by_cat.items():
-                stats[name]["supervised_tokens"] += sup
-            part_summaries.append({"name": part_name(job.part), "samples": n_rows, "tokens": n_tokens,
-                                   "categories": {name: job.row_cats.count(name) for name in categories}})
-            out_tokens += n_tokens
-            out_sup += n_sup
-            bar.update(1)
-    if o.kind == "sft":
-        (arrow_tmp / conversation.CHAT_TEMPLATE_FILE).write_text(conversation.CHAT_TEMPLATE, encoding="utf-8")
-    return {"num_parts": num_parts, "part_summaries": part_summaries, "missing": missing, "out_tokens": out_tokens,
-            "out_sup": out_sup}
+                       name, counts[name], num_parts, len(parts))
 
 
-def _part_jobs(o: Options, tokenizer, categories: list[str], sequences: dict, part_bins: dict, num_parts: int,
-               arrow_tmp: Path, jsonl_tmp: Path | None) -> list["_PartJob"]:
-    """One job per part: its rows (every category's bin for the part) in a seeded shuffled order."""
+def _write_parts(o: Options, tokenizer, cache: Path, units: list, results: list, plans: list,
+                 num_parts: int) -> dict:
     meta = {"format": FORMAT, "kind": o.kind, "max_length": o.max_length, "vocab_size": len(tokenizer),
             "tokenizer_dir": str(Path(o.tokenizer_dir).resolve()), "bos_token_id": tokenizer.bos_token_id,
             "eos_token_id": tokenizer.eos_token_id, "num_parts": num_parts}
+    if o.num_shards > 1:
+        meta["shard"] = {"index": o.shard_index, "of": o.num_shards}
     if o.kind == "sft":
         meta["chat_template"] = conversation.CHAT_TEMPLATE
-    jobs = []
-    for p in range(num_parts):
-        rows, row_cats = [], []
-        for name in categories:
-            for s in part_bins[name][p]:
-                rows.append(sequences[name][int(s)])
-                row_cats.append(name)
-        order = np.random.default_rng([o.seed, _SALT_ROWS, p]).permutation(len(rows))
-        jobs.append(_PartJob(p, [rows[i] for i in order], [row_cats[i] for i in order], arrow_tmp / part_name(p),
-                             jsonl_tmp / f"{part_name(p)}.jsonl" if jsonl_tmp is not None else None,
-                             dict(meta, part=p)))
-    return jobs
+    lo = min([IGNORE_INDEX] + [r.meta["id_range"][0] for r in results])
+    hi = max([0] + [max(r.meta["id_range"][1], r.meta["max_seq_length"]) for r in results])
+    jsonl_dir = cache / "jsonl" if o.data_jsonl_output_dir else None
+    jobs = [PartJob(plan, [unit_dir(cache, u) for u in units], cache / "parts", jsonl_dir, meta, (lo, hi))
+            for plan in plans]
+    part_summaries, out_tokens, out_sup = [], 0, 0
+    with _progress_bar(num_parts, "writing", "part") as bar:
+        for result in write_parts(jobs, o.num_proc):
+            part_summaries.append({"name": result["name"], "samples": result["samples"], "tokens": result["tokens"],
+                                   "categories": result["categories"]})
+            out_tokens += result["tokens"]
+            out_sup += result["supervised_tokens"]
+            bar.update(1)
+    return {"num_parts": num_parts, "part_summaries": part_summaries, "out_tokens": out_tokens, "out_sup": out_sup}
 
 
-@dataclass
-class _PartJob:
-    part: int
-    rows: list          # lists of chunk indices, in the part's (shuffled) order
-    row_cats: list      # category of each row
-    arrow_dir: Path
-    jsonl_path: Path | None
-    meta: dict
+def _publish(o: Options, cache: Path, num_parts: int, summary: dict) -> None:
+    """Move the finished parts from the cache into the output dirs (each atomically), then drop the cache."""
+    with ExitStack() as stack:  # everything goes to temporary dirs, renamed only when all is there
+        arrow_tmp = stack.enter_context(atomic_directory(o.data_arrow_output_dir, overwrite=o.overwrite))
+        jsonl_tmp = (stack.enter_context(atomic_directory(o.data_jsonl_output_dir, overwrite=o.overwrite))
+                     if o.data_jsonl_output_dir else None)
+        for p in range(num_parts):
+            shutil.move(str(cache / "parts" / part_name(p)), str(arrow_tmp / part_name(p)))
+            if jsonl_tmp is not None:
+                shutil.move(str(cache / "jsonl" / f"{part_name(p)}.jsonl"), str(jsonl_tmp / f"{part_name(p)}.jsonl"))
+        if o.kind == "sft":
+            (arrow_tmp / conversation.CHAT_TEMPLATE_FILE).write_text(conversation.CHAT_TEMPLATE, encoding="utf-8")
+        (arrow_tmp / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n",
+                                              encoding="utf-8")
+    shutil.rmtree(cache, ignore_errors=True)
 
 
-_TOKENS = None  # (ids, mask, chunk_start, chunk_len, jsonl formatter), set in the parent before forking
-
-
-def _write_part(job: _PartJob) -> tuple[int, int, int, dict[str, int]]:
-    """Gather and write one part; return (rows, tokens, supervised tokens, supervised tokens per category)."""
-    ids, mask, chunk_start, chunk_len, formatter = _TOKENS
-    part = gather_part(ids, mask, chunk_start, chunk_len, job.rows, job.row_cats)
-    save_arrow_part(part, job.arrow_dir, job.meta)
-    if job.jsonl_path is not None:
-        write_jsonl_part(part, job.jsonl_path, formatter)
-    sup_by_cat: dict[str, int] = {}
-    if part.num_rows:
-        sup_per_row = np.add.reduceat(part.labels != IGNORE_INDEX, part.row_offsets[:-1])
-        for name, sup in zip(job.row_cats, sup_per_row.tolist()):
-            sup_by_cat[name] = sup_by_cat.get(name, 0) + sup
-    return part.num_rows, int(len(part.input_ids)), int((part.labels != IGNORE_INDEX).sum()), sup_by_cat
-
-
-def _write_parts(jobs: list[_PartJob], tokens: tuple, num_proc: int):
-    """Yield ``_write_part`` of each job in order; parts are independent files, so with fork they are
-    written by ``num_proc`` processes at once (each inherits the token arrays instead of receiving them)."""
-    global _TOKENS
-    _TOKENS = tokens
-    try:
-        if num_proc <= 1 or len(jobs) <= 1 or "fork" not in mp.get_all_start_methods():
-            yield from map(_write_part, jobs)
-            return
-        with mp.get_context("fork").Pool(min(num_proc, len(jobs))) as pool:
-            yield from pool.imap(_write_part, jobs, chunksize=1)
-    finally:
-        _TOKENS = None
-
-
-def _summary(o: Options, files, read, categories, stats, *, num_parts, part_summaries, missing, out_tokens, out_sup,
-             tokenized_tokens, times) -> dict:
+def _summary(o: Options, files, units, all_units, results, stats, *, num_parts, part_summaries, missing, out_tokens,
+             out_sup, tokenized_tokens, times) -> dict:
     t_start, t_setup, t_read, t_tok, t_pack = times
+    lines = {k: sum(r.meta["lines"][k] for r in results) for k in ("read", "blank", "bad")}
+    bad_reasons: dict[str, int] = {}
+    for r in results:
+        for reason, n in r.meta["bad_reasons"].items():
+            bad_reasons[reason] = bad_reasons.get(reason, 0) + n
+    bad_list = [b for r in results for b in r.meta["bad_line_list"]][:MAX_LISTED_BAD_LINES]
     elapsed = time.perf_counter() - t_start
     dropped: dict[str, dict] = {}
     for s in stats.values():
@@ -460,11 +419,12 @@ def _summary(o: Options, files, read, categories, stats, *, num_parts, part_summ
     return {
         "format": FORMAT, "kind": o.kind, "max_length": o.max_length, "seed": o.seed, "num_proc": o.num_proc,
         "num_parts": num_parts, "input_files": [str(f) for f in files],
-        "lines": {"read": read.lines_read, "blank": read.blank_lines, "bad": read.bad_lines,
-                  "bad_by_reason": read.bad_reasons},
-        "bad_lines": read.bad_line_list,
-        "records": len(read.records),
-        "category_weights": {name: stats[name]["weight"] for name in categories},
+        "units": {"total": len(all_units), "prepared_here": len(units), "unit_size_mb": o.unit_size_mb},
+        "shard": {"index": o.shard_index, "of": o.num_shards},
+        "lines": dict(lines, bad_by_reason=bad_reasons),
+        "bad_lines": bad_list,
+        "records": sum(r.meta["records"] for r in results),
+        "category_weights": {name: stats[name]["weight"] for name in stats},
         "documents": sum(s["documents"] for s in stats.values()),
         "documents_cut_into_chunks": sum(s["documents_cut_into_chunks"] for s in stats.values()),
         "chunks": sum(s["chunks"] for s in stats.values()),
@@ -477,9 +437,9 @@ def _summary(o: Options, files, read, categories, stats, *, num_parts, part_summ
         "categories": stats,
         "categories_missing_from_parts": missing,
         "parts": part_summaries,
-        "time_s": {"load_tokenizer": round(t_setup - t_start, 3), "read_validate": round(t_read - t_setup, 3), "tokenize": round(t_tok - t_read, 3),
-                   "pack": round(t_pack - t_tok, 3), "bin_write": round(time.perf_counter() - t_pack, 3),
-                   "total": round(elapsed, 3)},
+        "time_s": {"setup": round(t_setup - t_start, 3), "validate": round(t_read - t_setup, 3),
+                   "tokenize_pack": round(t_tok - t_read, 3), "plan_parts": round(t_pack - t_tok, 3),
+                   "write": round(time.perf_counter() - t_pack, 3), "total": round(elapsed, 3)},
         "tokens_tokenized": tokenized_tokens,
         "tokens_per_s": round(tokenized_tokens / elapsed, 1) if elapsed > 0 else math.inf,
         "tokenize_tokens_per_s": round(tokenized_tokens / (t_tok - t_read), 1) if t_tok > t_read else math.inf,

@@ -127,7 +127,7 @@ class IntListFormatter:
 
 
 def write_jsonl_part(part: PartArrays, path: Path, formatter: IntListFormatter | None = None,
-                     tokens_per_block: int = 1 << 17) -> None:
+                     tokens_per_block: int = 1 << 17, append: bool = False) -> None:
     """One line per row, byte-identical to ``json.dumps({"input_ids", "labels", "category", "seq_lengths"},
     ensure_ascii=False)``; rows are formatted about ``tokens_per_block`` tokens at a time."""
     if formatter is None:
@@ -136,12 +136,12 @@ def write_jsonl_part(part: PartArrays, path: Path, formatter: IntListFormatter |
         hi = max((int(a.max()) for a in values), default=0)
         formatter = IntListFormatter.for_range(lo, hi)
     if formatter is None:
-        return _write_jsonl_part_json(part, path)
+        return _write_jsonl_part_json(part, path, append)
     cats = {c: json.dumps(c, ensure_ascii=False).encode("utf-8") for c in set(part.categories)}
     # first row of each block: a block ends once it holds tokens_per_block tokens (a row is never split)
     starts = np.searchsorted(part.row_offsets, np.arange(0, int(part.row_offsets[-1]), tokens_per_block), "right") - 1
     bounds = sorted(set(starts.tolist()) | {0, part.num_rows})
-    with open(path, "wb") as fh:
+    with open(path, "ab" if append else "wb") as fh:
         for r0, r1 in zip(bounds[:-1], bounds[1:]):
             t0, t1 = part.row_offsets[r0], part.row_offsets[r1]
             s0, s1 = part.seq_offsets[r0], part.seq_offsets[r1]
@@ -162,8 +162,8 @@ def write_jsonl_part(part: PartArrays, path: Path, formatter: IntListFormatter |
             fh.write(b"".join(lines))
 
 
-def _write_jsonl_part_json(part: PartArrays, path: Path) -> None:
-    with open(path, "w", encoding="utf-8") as fh:
+def _write_jsonl_part_json(part: PartArrays, path: Path, append: bool = False) -> None:
+    with open(path, "a" if append else "w", encoding="utf-8") as fh:
         for r in range(part.num_rows):
             t0, t1 = part.row_offsets[r], part.row_offsets[r + 1]
             s0, s1 = part.seq_offsets[r], part.seq_offsets[r + 1]
@@ -171,3 +171,44 @@ def _write_jsonl_part_json(part: PartArrays, path: Path) -> None:
                                  "category": part.categories[r], "seq_lengths": part.seq_lengths[s0:s1].tolist()},
                                 ensure_ascii=False))
             fh.write("\n")
+
+
+class PartWriter:
+    """Write one part batch by batch, so memory holds one batch of rows, not the part.
+
+    The Arrow side is what ``datasets.save_to_disk`` writes (an empty dataset is saved first for its
+    ``dataset_info.json``/``state.json`` and schema; the rows are then streamed into its Arrow file) with a
+    content-derived fingerprint, so the bytes are deterministic; ``datasets.load_from_disk`` opens it.
+    """
+
+    def __init__(self, part_dir: Path, jsonl_path: Path | None, meta: dict, formatter: IntListFormatter | None):
+        # One placeholder row (an empty dataset is saved without a data file); the stream replaces it.
+        placeholder = PartArrays(np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(2, np.int64),
+                                 np.zeros(0, np.int32), np.zeros(2, np.int64), [""])
+        save_arrow_part(placeholder, part_dir, meta)
+        self.part_dir, self.jsonl_path, self.formatter = part_dir, jsonl_path, formatter
+        self.arrow_path = part_dir / "data-00000-of-00001.arrow"
+        with pa.OSFile(str(self.arrow_path), "rb") as fh:
+            schema = pa.ipc.open_stream(fh).schema
+        self.sink = pa.OSFile(str(self.arrow_path), "wb")
+        self.stream = pa.ipc.new_stream(self.sink, schema)
+        self.digest = hashlib.sha256()
+        if jsonl_path is not None:
+            jsonl_path.write_bytes(b"")
+
+    def write(self, part: PartArrays) -> None:
+        for batch in to_arrow_table(part).to_batches():
+            self.stream.write_batch(batch)
+        for arr in (part.input_ids, part.labels, part.seq_lengths):
+            self.digest.update(np.ascontiguousarray(arr).tobytes())
+        self.digest.update("\n".join(part.categories).encode("utf-8"))
+        if self.jsonl_path is not None:
+            write_jsonl_part(part, self.jsonl_path, self.formatter, append=True)
+
+    def close(self) -> None:
+        self.stream.close()
+        self.sink.close()
+        state_path = self.part_dir / "state.json"
+        state = json.loads(state_path.read_text(encoding="utf-8"))
+        state["_fingerprint"] = self.digest.hexdigest()[:16]
+        state_path.write_text(json.dumps(state, indent=2, sort_keys=True), encoding="utf-8")
