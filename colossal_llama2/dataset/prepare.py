@@ -69,7 +69,7 @@ def build_arg_parser(kind: str) -> argparse.ArgumentParser:
                    help="bins per category = output parts; part i holds bin i of every category (default 10)")
     p.add_argument("--num_proc", type=int, default=default_num_proc(),
                    help="tokenizer worker processes (default: the available cores)")
-    p.add_argument("--unit_size_mb", type=float, default=64,
+    p.add_argument("--unit_size_mb", type=float, default=16,
                    help="input is prepared in units of about this many MB (at line ends), one per worker at a "
                         "time: peak memory grows with this times --num_proc, not with the corpus")
     p.add_argument("--num_shards", type=int, default=1,
@@ -100,7 +100,7 @@ class Options:
     max_length: int = 4096
     num_spliced_dataset_bins: int = 10
     num_proc: int = 1
-    unit_size_mb: float = 64
+    unit_size_mb: float = 16
     num_shards: int = 1
     shard_index: int = 0
     seed: int = 42
