@@ -1,4 +1,4 @@
-"""Find the input ``.jsonl`` files and read them once, validating every line before any tokenization.
+"""Find the input ``.jsonl`` files and read their lines, validating every one.
 
 Each line is decoded as strict UTF-8 and parsed as JSON, then handed to a record parser (pretraining or
 SFT) that raises ``BadRecord`` for content it cannot accept. A bad line either stops the run with
@@ -54,16 +54,6 @@ class ReadResult(Generic[T]):
 def _short(reason: str) -> str:
     """A reason without its variable details, for counting by kind."""
     return reason.split(":")[0].split(" (")[0]
-
-
-def read_records(files: Iterable[os.PathLike], parse: Callable[[Any], T], skip_bad_lines: bool,
-                 progress: Callable[[int], None] | None = None) -> ReadResult[T]:
-    """Parse every non-blank line of ``files`` with ``parse``; see the module docstring for bad lines."""
-    result: ReadResult[T] = ReadResult()
-    for path in files:
-        with open(path, "rb") as fh:  # bytes: a non-UTF-8 line must be reported, not replaced
-            read_lines(path, enumerate(fh, start=1), parse, skip_bad_lines, result, progress)
-    return result
 
 
 def read_lines(path: os.PathLike, lines: Iterable[tuple[int, bytes]], parse: Callable[[Any], T],

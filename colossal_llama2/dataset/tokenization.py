@@ -1,24 +1,21 @@
-"""Tokenize documents in batches, in ``num_proc`` worker processes, and fit them to ``max_length``.
+"""Tokenize documents in batches and fit them to ``max_length`` (in the worker preparing a unit of work).
 
-Each batch's text pieces go through the fast tokenizer in ONE call (``add_special_tokens=False``; the
-special tokens are pieces of their own), then the ids are laid out flat in a numpy array with a
-same-length supervision mask. Documents are then fitted to ``max_length`` by one of two policies:
+Each document's text (its text pieces joined: what inference feeds the model) goes through the fast
+tokenizer, a batch of documents in ONE call (``add_special_tokens=False``); token ids that lead or trail a
+document (``<s>``, ``</s>``) are placed around it, and a token is supervised when it overlaps a supervised
+character span (offsets are asked for only when some document needs them). The ids are laid out flat in
+a numpy array with a same-length supervision mask. Documents are then fitted to ``max_length`` by one of two policies:
 
 - ``"chunk"`` (pretraining): a document longer than ``max_length`` is cut into ``max_length`` chunks
   that all go on; a chunk without any supervised token is dropped and counted.
 - ``"turns"`` (SFT): keep the longest prefix of whole turns that fits; if even the first turn does
   not fit, the document is dropped and counted; cut turns are counted too.
-
-Workers are forked after the tokenizer is loaded, so it is loaded once; results come back in order,
-so the output does not depend on ``num_proc``.
 """
 from __future__ import annotations
 
-import multiprocessing as mp
-import os
 from dataclasses import dataclass, field
 from itertools import chain
-from typing import Callable, Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -26,8 +23,6 @@ from .documents import Document
 
 FIT_POLICIES = ("chunk", "turns")
 
-_TOKENIZER = None  # set in the parent before forking, or by _init_worker under "spawn"
-_DOCS = None       # the documents, set in the parent before forking
 
 
 @dataclass
@@ -216,41 +211,3 @@ def encode_documents(tokenizer, docs: Sequence[Document], fit: str, max_length: 
     drops.sort(key=lambda drop: drop.doc)
     return EncodedBatch(ids, mask, c_doc[order], c_start[order], c_len[order], doc_tokens, doc_supervised, doc_split,
                         drops)
-
-
-def _init_worker(tokenizer_loader: Callable | None) -> None:
-    global _TOKENIZER
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one thread per worker: the workers are the parallelism
-    if _TOKENIZER is None and tokenizer_loader is not None:
-        _TOKENIZER = tokenizer_loader()
-
-
-def _encode_job(job: tuple) -> EncodedBatch:
-    docs, fit, max_length = job
-    if isinstance(docs, range):  # forked worker: the documents were inherited, only their range is sent
-        docs = _DOCS[docs.start:docs.stop]
-    return encode_documents(_TOKENIZER, docs, fit, max_length)
-
-
-def encode_all(tokenizer, docs: Sequence[Document], fit: str, max_length: int, num_proc: int,
-               batch_size: int = 256, tokenizer_loader: Callable | None = None) -> Iterator[EncodedBatch]:
-    """Yield the ``EncodedBatch`` of each consecutive ``batch_size`` documents, in order."""
-    global _TOKENIZER, _DOCS
-    if num_proc <= 1:
-        for i in range(0, len(docs), batch_size):
-            yield encode_documents(tokenizer, docs[i:i + batch_size], fit, max_length)
-        return
-    _TOKENIZER = tokenizer
-    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-    ctx = mp.get_context(method)
-    if method == "fork":  # workers inherit the documents: no pickling of the text to them
-        _DOCS = docs
-        jobs = ((range(i, min(i + batch_size, len(docs))), fit, max_length) for i in range(0, len(docs), batch_size))
-    else:
-        jobs = ((docs[i:i + batch_size], fit, max_length) for i in range(0, len(docs), batch_size))
-    try:
-        with ctx.Pool(num_proc, initializer=_init_worker,
-                      initargs=(tokenizer_loader if method == "spawn" else None,)) as pool:
-            yield from pool.imap(_encode_job, jobs, chunksize=1)
-    finally:
-        _DOCS = None
