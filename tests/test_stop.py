@@ -143,11 +143,47 @@ def assert_one_checkpoint_at_last_step(run: Run) -> int:
     return last
 
 
+STOP_RUN = {"--max_steps": 400}  # ~10 s: long enough to be stopped mid-way, short enough to resume to the end
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, tiny_model_dir, data) -> dict[int, float]:
+    out = tmp_path_factory.mktemp("uninterrupted")
+    ref = Run(out, train_args(tiny_model_dir, data, out, **STOP_RUN), "colossalai")
+    assert ref.wait_exit(timeout=180)[0] == 0, ref.output()[-3000:]
+    return {r["step"]: r["loss"] for r in ref.metrics() if "loss" in r}
+
+
+def resume_and_compare(run: Run, last: int, tiny_model_dir, data, reference: dict[int, float]) -> None:
+    """`--load_checkpoint latest` from the stop's checkpoint continues with the uninterrupted losses."""
+    out = run.out / "resumed"
+    out.mkdir()
+    args = train_args(tiny_model_dir, data, out, **{**STOP_RUN, "--save_dir": run.out / "ckpt",
+                                                    "--load_checkpoint": "latest"})
+    resumed = Run(out, args, "colossalai")
+    try:
+        assert resumed.wait_exit(timeout=180)[0] == 0, resumed.output()[-3000:]
+    finally:
+        resumed.kill_everything()
+    again = {r["step"]: r["loss"] for r in resumed.metrics() if "loss" in r}
+    assert sorted(again) == list(range(last + 1, max(reference) + 1))
+    assert all(again[s] == reference[s] for s in again), {s: (again[s], reference[s]) for s in again}
+
+
+def torchrun_of(run: Run) -> psutil.Process:
+    found = [p for p in run.processes()
+             if any(os.path.basename(a) == "torchrun" or a == "torch.distributed.run" for a in p.cmdline())]
+    assert len(found) == 1, [p.cmdline() for p in run.processes()]
+    return found[0]
+
+
 # (launcher, how it is stopped, the launcher's documented exit status)
 CASES = [
     ("colossalai", "ctrl-c", 1),           # colossalai run's own Ctrl-C handling: "Aborted!", status 1
     ("colossalai", "sigterm-group", -15),  # the launcher and torchrun die of the signal; the workers save
     ("colossalai", "sigterm-launcher", -15),
+    ("colossalai", "sigterm-torchrun", 1),  # torchrun forwards it, the workers save; torchrun then reports
+                                            # the signal it got (SignalException) and colossalai run, status 1
     ("colossalai", "sigterm-workers", 0),  # Slurm / Kubernetes signalling every worker
     ("hostfile", "sigterm-one-worker", 0),
     ("hostfile", "ctrl-c", 1),
@@ -156,8 +192,9 @@ CASES = [
 
 
 @pytest.mark.parametrize("launcher, how, status", CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES])
-def test_stop_saves_once_and_leaves_nothing_behind(tmp_path, tiny_model_dir, data, launcher, how, status):
-    run = Run(tmp_path, train_args(tiny_model_dir, data, tmp_path), launcher)
+def test_stop_saves_once_leaves_nothing_behind_and_resumes_exactly(tmp_path, tiny_model_dir, data, uninterrupted,
+                                                                   launcher, how, status):
+    run = Run(tmp_path, train_args(tiny_model_dir, data, tmp_path, **STOP_RUN), launcher)
     try:
         run.wait_for_steps(3)
         workers = run.workers()
@@ -168,6 +205,8 @@ def test_stop_saves_once_and_leaves_nothing_behind(tmp_path, tiny_model_dir, dat
             os.killpg(run.pgid, signal.SIGTERM)
         elif how == "sigterm-launcher":
             os.kill(run.proc.pid, signal.SIGTERM)
+        elif how == "sigterm-torchrun":
+            torchrun_of(run).send_signal(signal.SIGTERM)
         else:
             for w in workers[: 1 if how == "sigterm-one-worker" else 2]:
                 w.send_signal(signal.SIGTERM)
@@ -175,9 +214,25 @@ def test_stop_saves_once_and_leaves_nothing_behind(tmp_path, tiny_model_dir, dat
         assert code is not None, f"launcher still running {GRACE_S}s after the stop:\n{run.output()[-3000:]}"
         assert run.leftovers() == [], run.output()[-3000:]
         assert code == status, run.output()[-3000:]
-        assert_one_checkpoint_at_last_step(run)
+        last = assert_one_checkpoint_at_last_step(run)
+        assert last < max(uninterrupted), "the stop came after the run had finished"
         if how not in ("sigterm-group",):  # there the launcher that printed the workers' output is gone
             assert "stopped by" in run.output() and "--load_checkpoint latest" in run.output()
+    finally:
+        run.kill_everything()
+    resume_and_compare(run, last, tiny_model_dir, data, uninterrupted)
+
+
+def test_launcher_killed_as_the_run_ends_leaves_nothing_behind(tmp_path, tiny_model_dir, data):
+    """SIGTERM to `colossalai run` while the last steps finish: the run ends by itself (no stop), and the
+    launcher's child process, which would wait forever for its parent, is ended by the reaper."""
+    run = Run(tmp_path, train_args(tiny_model_dir, data, tmp_path, **{"--max_steps": 30}), "colossalai")
+    try:
+        run.wait_for_steps(3)
+        os.kill(run.proc.pid, signal.SIGTERM)
+        assert run.wait_exit()[0] == -15
+        assert run.leftovers(timeout=30) == [], run.output()[-3000:]
+        assert list_checkpoints(tmp_path / "ckpt")  # the run's own last save, or the stop's
     finally:
         run.kill_everything()
 

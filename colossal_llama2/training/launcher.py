@@ -7,7 +7,8 @@ the user's terminal never comes back (measured: still hung after 90 s). Nothing 
 how the launcher handles its signal, so after a stop the first worker of each node leaves a small reaper
 behind (``spawn_reaper``): a detached process that waits for torchrun to exit, gives the launcher
 ``LAUNCHER_GRACE_S`` to exit by itself and then ends whatever of it is still there, deepest process first.
-It never touches a launcher that finished on its own, and it only runs after a stop.
+It never touches a launcher that finished on its own, and it only runs after a stop, or when a run ends
+by itself after its `colossalai run` was killed (the launcher's child would otherwise wait forever).
 
 ``protect_output_streams``: when the launcher is killed, the pipe the workers print into breaks, and the
 next print or progress-bar update would raise BrokenPipeError in the middle of the step or the save

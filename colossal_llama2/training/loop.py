@@ -186,6 +186,8 @@ class Trainer:
             self._finish()
             if self.stopped_by:
                 self._report_stop()
+            else:
+                self._reap_dead_launcher()
         except NonFiniteLoss as err:  # every rank sees the same all-reduced loss, so all stop here together
             logger.error("%s", err)
             return 3
@@ -318,6 +320,14 @@ class Trainer:
             self._evaluate()
         if self.progress.last_saved != step:
             self._save()
+
+    def _reap_dead_launcher(self) -> None:
+        """The run ended by itself, but `colossalai run` was killed meanwhile (its child would wait forever)."""
+        watch = self.stopper.watch
+        reason = watch.check() if watch is not None and watch.ancestors else None
+        if reason and os.environ.get("LOCAL_RANK", "0") == "0":
+            logger.warning("%s before the run ended: ending what is left of it once torchrun exits", reason)
+            spawn_reaper(watch.parent, watch.ancestors)
 
     def _report_stop(self) -> None:
         """Say where the run stopped and how to continue; leave a reaper for a launcher that cannot exit."""
