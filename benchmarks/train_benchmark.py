@@ -9,6 +9,8 @@ ceiling measured here on the same GPU, and peak device memory.
 
     python benchmarks/train_benchmark.py --shapes 1b --plugins zero2,gemini,3d --grad_ckpt both
     python benchmarks/train_benchmark.py --shapes 7b --plugins zero2,3d --nproc 2
+    # with the FSDP2 peer loops (benchmarks/fsdp2_peer.py) in the same invocation, each row's ratio to the fastest:
+    python benchmarks/train_benchmark.py --shapes 7b --plugins zero2,gemini --peers plain,compile_liger
     python benchmarks/train_benchmark.py --shapes tiny --plugins ddp --nproc 2 --seq_len 256   # CPU smoke
     # a lever, before/after, with the loss curves compared step by step:
     python benchmarks/train_benchmark.py --plugins zero2 --variant "before=--fused_ops off" --variant after=
@@ -154,6 +156,65 @@ def run_config(args, shape: str, plugin: str, grad_ckpt: bool, model_dir: Path, 
     return result
 
 
+def param_count(shape: str) -> int:
+    c = SHAPES[shape]
+    h, i, layers, v = c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"], c["vocab_size"]
+    kv = h * c["num_key_value_heads"] // c["num_attention_heads"]
+    return 2 * v * h + layers * (2 * h * h + 2 * h * kv + 3 * h * i + 2 * h) + h
+
+
+PEERS = {"plain": [], "compile_liger": ["--compile", "--liger"], "compile": ["--compile"], "liger": ["--liger"]}
+
+
+def run_peer(args, shape: str, peer: str, out: Path) -> dict:
+    """benchmarks/fsdp2_peer.py at the same shape, sequence length, micro-batch and tokens per step."""
+    name = f"{shape}-fsdp2-peer-{peer}"
+    run_dir = out / name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(args.nproc), "--master_port",
+           str(args.master_port), str(REPO_ROOT / "benchmarks" / "fsdp2_peer.py"), "--shape", shape, "--seq_len",
+           str(args.seq_len), "--micro_batch_size", str(args.micro_batch_size), "--steps", str(args.steps),
+           "--warmup", str(args.warmup), *PEERS[peer]]
+    print(f"\n### {name}\n$ {' '.join(cmd)}", flush=True)
+    started = time.time()
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          env=dict(os.environ, PYTHONPATH=os.pathsep.join(
+                              filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))))
+    (run_dir / "log.txt").write_text(proc.stdout)
+    result = {"name": name, "variant": "", "shape": shape, "plugin": f"fsdp2 peer ({peer})", "grad_ckpt": False,
+              "nproc": args.nproc, "seq_len": args.seq_len, "micro_batch_size": args.micro_batch_size,
+              "peer": peer, "wall_s": round(time.time() - started, 1), "ok": False}
+    found = [line for line in proc.stdout.splitlines() if line.startswith("FSDP2_PEER ")]
+    if proc.returncode != 0 or not found:
+        result["error"] = proc.stdout[-3000:]
+        print(f"FAILED ({proc.returncode}):\n{proc.stdout[-3000:]}", flush=True)
+        return result
+    peer_result = json.loads(found[-1][len("FSDP2_PEER "):])
+    tps = peer_result["tokens_per_s_per_gpu"]
+    flops_per_token = 6 * param_count(shape) + 12 * SHAPES[shape]["num_hidden_layers"] * SHAPES[shape][
+        "hidden_size"] * args.seq_len
+    tflops = tps * flops_per_token / 1e12
+    result.update(ok=True, tokens_per_s_per_gpu=tps, tflops_per_gpu=round(tflops, 2),
+                  mfu=round(tflops / args.ceiling, 4) if args.ceiling else None,
+                  peak_device_memory_gib=peer_result["peak_memory_gib"], losses=peer_result["losses"])
+    print(f"{name}: {tps:,.0f} tokens/s/GPU, {tflops:.1f} TFLOP/s/GPU, peak {result['peak_device_memory_gib']} GiB",
+          flush=True)
+    return result
+
+
+def compare_with_peers(results: list[dict]) -> None:
+    """Each train.py row's speed as a ratio to the fastest FSDP2 peer row of the same shape."""
+    best: dict[str, dict] = {}
+    for r in results:
+        if r["ok"] and "peer" in r and (r["shape"] not in best or
+                                        r["tokens_per_s_per_gpu"] > best[r["shape"]]["tokens_per_s_per_gpu"]):
+            best[r["shape"]] = r
+    for r in results:
+        if r["ok"] and r["shape"] in best:
+            r["vs_strongest_peer"] = round(r["tokens_per_s_per_gpu"] / best[r["shape"]]["tokens_per_s_per_gpu"], 3)
+            r["strongest_peer"] = best[r["shape"]]["name"]
+
+
 def parse_variant(text: str) -> tuple[str, list[str]]:
     """--variant NAME=ARGS: a name and the extra train.py arguments of that variant."""
     name, sep, rest = text.partition("=")
@@ -185,17 +246,20 @@ def compare_losses(results: list[dict]) -> None:
 def markdown(results: list[dict], ceiling: float | None, device: str) -> str:
     lines = [f"Device: {device}; bf16 matmul ceiling measured: "
              f"{f'{ceiling:.0f} TFLOP/s' if ceiling else 'n/a (no GPU)'}", "",
-             "| config | GPUs | tokens/s/GPU | TFLOP/s/GPU | MFU | peak mem GiB | vs first variant |",
-             "|---|---|---|---|---|---|---|"]
+             "| config | GPUs | seq | mb | tokens/s/GPU | TFLOP/s/GPU | MFU | peak mem GiB | vs strongest FSDP2 peer "
+             "| vs first variant |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         if not r["ok"]:
-            lines.append(f"| {r['name']} | {r['nproc']} | failed | | | | |")
+            lines.append(f"| {r['name']} | {r['nproc']} | {r['seq_len']} | {r['micro_batch_size']} | failed | | | | | |")
             continue
         mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "n/a"
         versus = (f"{r['speedup_vs']:.3f}x; loss diff max {r['max_abs_loss_diff']}, last 10 steps "
                   f"{r['max_abs_loss_diff_last10']}" if "loss_vs" in r else "")
-        lines.append(f"| {r['name']} | {r['nproc']} | {r['tokens_per_s_per_gpu']:,.0f} | {r['tflops_per_gpu']:.1f} "
-                     f"| {mfu} | {r['peak_device_memory_gib']} | {versus} |")
+        peer = f"{r['vs_strongest_peer']:.3f}x" if "vs_strongest_peer" in r else ""
+        lines.append(f"| {r['name']} | {r['nproc']} | {r['seq_len']} | {r['micro_batch_size']} "
+                     f"| {r['tokens_per_s_per_gpu']:,.0f} | {r['tflops_per_gpu']:.1f} "
+                     f"| {mfu} | {r['peak_device_memory_gib']} | {peer} | {versus} |")
     return "\n".join(lines) + "\n"
 
 
@@ -219,6 +283,9 @@ def main() -> int:
     p.add_argument("--variant", action="append", type=parse_variant, default=[],
                    help="NAME=TRAIN_ARGS, repeatable: run every config once per variant with these extra train.py "
                         "arguments, and compare each variant's loss curve and speed with the first one's.")
+    p.add_argument("--peers", default="", help=f"Comma-separated FSDP2 peer loops to run first, at the same shape, "
+                   f"sequence length, micro-batch and tokens per step ({', '.join(PEERS)}); every row then gets "
+                   f"its ratio to the fastest peer.")
     p.add_argument("extra", nargs="*", help="Extra train.py arguments (all variants), after `--`.")
     args = p.parse_args()
 
@@ -234,7 +301,8 @@ def main() -> int:
     results = []
 
     def write_results() -> str:  # after every configuration: a run cut short still leaves its table
-        compare_losses(results)
+        compare_losses([r for r in results if "peer" not in r])
+        compare_with_peers(results)
         (out / "results.json").write_text(json.dumps({"device": device, "ceiling_tflops": args.ceiling,
                                                       "results": results}, indent=2))
         table = markdown(results, args.ceiling, f"{device} x{args.nproc}")
@@ -247,7 +315,10 @@ def main() -> int:
         data_dir = write_dataset(out / "data" / f"{shape}-{args.seq_len}-{args.docs_per_sample}-{samples}",
                                  vocab=SHAPES[shape]["vocab_size"], seq_len=args.seq_len, samples=samples,
                                  docs_per_sample=args.docs_per_sample)
-        for plugin in args.plugins.split(","):
+        for peer in filter(None, args.peers.split(",")):
+            results.append(run_peer(args, shape, peer, out))
+            table = write_results()
+        for plugin in filter(None, args.plugins.split(",")):
             for ckpt in {"off": [False], "on": [True], "both": [False, True]}[args.grad_ckpt]:
                 for variant, variant_args in args.variant or [("", [])]:
                     results.append(run_config(args, shape, plugin, ckpt, model_dir, data_dir, out,

@@ -23,3 +23,22 @@ def test_benchmark_harness_runs_train_py_and_reports(tmp_path):
     assert not (out / r["name"] / "ckpt").exists(), "--no_save writes no checkpoint"
     table = (out / "results.md").read_text()
     assert "| tiny-ddp-nockpt-reference | 2 |" in table and "loss diff max" in table
+
+
+def test_peer_flops_use_the_model_parameter_count_and_rows_get_their_ratio():
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from benchmarks.train_benchmark import SHAPES, compare_with_peers, param_count
+
+    for shape in ("tiny", "1b"):
+        with torch.device("meta"):
+            model = LlamaForCausalLM(LlamaConfig(**SHAPES[shape], tie_word_embeddings=False))
+        assert param_count(shape) == model.num_parameters()
+    rows = [{"ok": True, "shape": "7b", "peer": "plain", "tokens_per_s_per_gpu": 100.0, "name": "p"},
+            {"ok": True, "shape": "7b", "peer": "compile_liger", "tokens_per_s_per_gpu": 125.0, "name": "q"},
+            {"ok": True, "shape": "7b", "tokens_per_s_per_gpu": 110.0, "name": "zero2"},
+            {"ok": True, "shape": "1b", "tokens_per_s_per_gpu": 50.0, "name": "other"}]
+    compare_with_peers(rows)
+    assert [r.get("vs_strongest_peer") for r in rows] == [0.8, 1.0, 0.88, None]
+    assert rows[2]["strongest_peer"] == "q"

@@ -1,0 +1,115 @@
+#!/usr/bin/env python
+"""The strongest training loop a user can build from public parts, to compare train.py against.
+
+PyTorch FSDP2 (``fully_shard`` per decoder layer and the root; bf16 params, fp32 reduce), SDPA attention,
+fused AdamW, no gradient checkpointing; optionally ``torch.compile`` per decoder layer and liger-kernel
+(RMSNorm, RoPE, SwiGLU, fused linear cross-entropy). Random-init LLaMA of the benchmark's shapes on random
+tokens, one document per sample, ``--micro_batch_size`` x ``--grad_accum`` samples per rank per optimizer
+step. Run under torchrun; rank 0 prints one JSON line: tokens/s/GPU (median over the timed steps), peak
+device memory, the losses.
+
+    torchrun --nproc_per_node 2 benchmarks/fsdp2_peer.py --shape 7b --seq_len 4096 --compile --liger
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def build_model(shape: str, seq_len: int, liger: bool):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from benchmarks.train_benchmark import SHAPES
+
+    if liger:
+        from liger_kernel.transformers import apply_liger_kernel_to_llama
+
+        apply_liger_kernel_to_llama(rope=True, rms_norm=True, swiglu=True, cross_entropy=False,
+                                    fused_linear_cross_entropy=True)
+    config = LlamaConfig(**SHAPES[shape], max_position_embeddings=max(4096, seq_len), rms_norm_eps=1e-5,
+                         tie_word_embeddings=False, attn_implementation="sdpa")
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        model = LlamaForCausalLM(config)
+    return model
+
+
+def shard(model, compile_blocks: bool):
+    import torch
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    for i, block in enumerate(model.model.layers):
+        if compile_blocks:
+            block.compile()
+        # The last block's parameters are needed again at once by the backward: keep them gathered.
+        fully_shard(block, mp_policy=policy, reshard_after_forward=i < len(model.model.layers) - 1)
+    fully_shard(model, mp_policy=policy)
+    return model
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--shape", default="7b", help="a shape of benchmarks/train_benchmark.py")
+    p.add_argument("--seq_len", type=int, default=4096, help="tokens per sample")
+    p.add_argument("--micro_batch_size", type=int, default=1, help="samples per rank per forward")
+    p.add_argument("--grad_accum", type=int, default=1, help="micro-batches per optimizer step")
+    p.add_argument("--steps", type=int, default=12, help="optimizer steps")
+    p.add_argument("--warmup", type=int, default=4, help="steps left out of the timing")
+    p.add_argument("--compile", action="store_true", help="torch.compile each decoder layer")
+    p.add_argument("--liger", action="store_true", help="liger-kernel RMSNorm/RoPE/SwiGLU/fused linear CE")
+    p.add_argument("--lr", type=float, default=3e-4, help="AdamW learning rate")
+    args = p.parse_args(argv)
+
+    import torch
+    import torch.distributed as dist
+
+    dist.init_process_group("nccl")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    model = shard(build_model(args.shape, args.seq_len, args.liger), args.compile)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.1, fused=True)
+    vocab = model.config.vocab_size
+    gen = torch.Generator(device="cuda").manual_seed(1234 + rank)
+    times, losses = [], []
+    for step in range(args.steps):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        total = torch.zeros((), device="cuda")
+        for _ in range(args.grad_accum):
+            ids = torch.randint(0, vocab, (args.micro_batch_size, args.seq_len), device="cuda", generator=gen)
+            loss = model(input_ids=ids, labels=ids).loss / args.grad_accum
+            loss.backward()
+            total += loss.detach()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        dist.all_reduce(total)
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+        losses.append(total.item() / world)
+    tokens_per_step = args.micro_batch_size * args.grad_accum * args.seq_len
+    step_s = statistics.median(times[args.warmup:])
+    result = {"setup": "fsdp2" + ("+compile" if args.compile else "") + ("+liger" if args.liger else ""),
+              "shape": args.shape, "gpus": world, "seq_len": args.seq_len, "micro_batch_size": args.micro_batch_size,
+              "grad_accum": args.grad_accum, "tokens_per_gpu_per_step": tokens_per_step,
+              "tokens_per_s_per_gpu": round(tokens_per_step / step_s, 1),
+              "peak_memory_gib": round(torch.cuda.max_memory_allocated() / (1 << 30), 2),
+              "losses": [round(x, 4) for x in losses]}
+    if rank == 0:
+        print("FSDP2_PEER " + json.dumps(result), flush=True)
+    dist.barrier()
+    dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
