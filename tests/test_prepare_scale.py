@@ -94,7 +94,7 @@ def test_units_accounting_and_fill(unsharded):
     t = summary["tokens"]
     assert t["input"] - t["dropped"] == t["output"] and t["input_supervised"] - t["dropped_supervised"] == t["output_supervised"]
     # Packing is per unit and category: each leaves at most a partly filled tail. With ~20 KB units that
-    # costs a few percent; with the default 64 MB units it is far below 1% (docs/data_preparation.md).
+    # costs a few percent; with the default 16 MB units it is below 1% (docs/data_preparation.md).
     assert summary["fill_rate"] >= 0.9
     cats = summary["categories"]
     assert cats["code"]["documents"] == 2 * cats["code"]["records"]
