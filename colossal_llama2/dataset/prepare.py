@@ -20,6 +20,7 @@ import shutil
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Sequence
 
@@ -209,9 +210,9 @@ def _prepare(o: Options) -> dict:
         logger.info("resuming: %d of %d units already prepared in %s", len(units) - len(pending), len(units), cache)
     try:
         if not o.skip_bad_lines:
-            _run_units(validate_unit, job, None, pending, o.num_proc, "validating")
+            _run_units(partial(validate_unit, job), pending, o.num_proc, "validating")
         t_read = time.perf_counter()
-        _run_units(process_unit, job, tokenizer, pending, o.num_proc, "preparing")
+        _run_units(partial(process_unit, job, tokenizer), pending, o.num_proc, "preparing")
     except BaseException:
         if not any((cache / "units").iterdir()):  # nothing worth keeping for a resume
             shutil.rmtree(cache, ignore_errors=True)
@@ -292,31 +293,30 @@ def _open_cache(o: Options, files: list[Path], weights: dict) -> Path:
     return cache
 
 
-_JOB = None  # (function, UnitJob, tokenizer), set in the parent before forking
+_TASK = None  # the function run on each unit, set in the parent before forking (workers inherit it)
 
 
 def _unit_task(unit):
-    function, job, tokenizer = _JOB
-    return function(job, unit) if tokenizer is None else function(job, tokenizer, unit)
+    return _TASK(unit)
 
 
-def _run_units(function, job: UnitJob, tokenizer, units: list, num_proc: int, desc: str) -> None:
-    """Run ``function`` over ``units`` in ``num_proc`` forked workers (one unit each at a time), in order."""
-    global _JOB
+def _run_units(task, units: list, num_proc: int, desc: str) -> None:
+    """Run ``task(unit)`` over ``units`` in ``num_proc`` forked workers (one unit each at a time), in order."""
+    global _TASK
     if not units:
         return
-    _JOB = (function, job, tokenizer)
+    _TASK = task
     try:
         with _progress_bar(sum(u.size for u in units), desc, "B", unit_scale=True) as bar:
             if num_proc <= 1 or len(units) == 1 or "fork" not in mp.get_all_start_methods():
                 for unit in units:
-                    bar.update(_unit_task(unit))
+                    bar.update(task(unit))
             else:
                 with mp.get_context("fork").Pool(min(num_proc, len(units)), initializer=_quiet_worker) as pool:
                     for size in pool.imap(_unit_task, units, chunksize=1):
                         bar.update(size)
     finally:
-        _JOB = None
+        _TASK = None
 
 
 def _quiet_worker() -> None:
@@ -331,13 +331,18 @@ def _merge_category_stats(results: list) -> dict:
             into = merged.setdefault(name, {k: st[k] if k == "weight" else {} if k == "dropped" else 0 for k in st})
             for key, value in st.items():
                 if key == "dropped":
-                    for reason, d in value.items():
-                        acc = into["dropped"].setdefault(reason, {"count": 0, "tokens": 0, "supervised_tokens": 0})
-                        for k in acc:
-                            acc[k] += d[k]
+                    _add_drops(into["dropped"], value)
                 elif key != "weight":
                     into[key] += value
     return dict(sorted(merged.items()))
+
+
+def _add_drops(into: dict, drops: dict) -> None:
+    """Add ``{reason: {count, tokens, supervised_tokens}}`` into ``into``."""
+    for reason, d in drops.items():
+        acc = into.setdefault(reason, {"count": 0, "tokens": 0, "supervised_tokens": 0})
+        for k in acc:
+            acc[k] += d[k]
 
 
 def _warn_about_parts(o: Options, num_parts: int, missing: dict, counts: dict) -> None:
@@ -403,10 +408,7 @@ def _summary(o: Options, files, units, all_units, results, stats, *, num_parts, 
     elapsed = time.perf_counter() - t_start
     dropped: dict[str, dict] = {}
     for s in stats.values():
-        for reason, d in s["dropped"].items():
-            acc = dropped.setdefault(reason, {"count": 0, "tokens": 0, "supervised_tokens": 0})
-            for k in acc:
-                acc[k] += d[k]
+        _add_drops(dropped, s["dropped"])
     in_tokens = sum(s["input_tokens"] for s in stats.values())
     in_sup = sum(s["input_supervised_tokens"] for s in stats.values())
     lost = sum(d["tokens"] for d in dropped.values())
