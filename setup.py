@@ -53,6 +53,9 @@ setup(
         "colossalai": ["colossalai==0.5.0"] + colossalai_runtime,
         "colossalai-runtime": colossalai_runtime,
         "flash-attn": ["flash-attn>=2.5"],
+        # liger-kernel's Triton kernels (--fused_ops liger, --fused_loss linear; the CUDA default for zero2).
+        # 0.7 and later need transformers >= 4.52, and colossalai 0.5.0 pins 4.51.3.
+        "gpu": ["liger-kernel>=0.6.5,<0.7"],
         "dev": ["pytest>=7", "pytest-xdist", "matplotlib"],
     },
     license="Apache-2.0",

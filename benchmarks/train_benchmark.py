@@ -41,6 +41,11 @@ SHAPES = {
                num_key_value_heads=16, vocab_size=VOCAB),
     "7b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
                num_key_value_heads=32, vocab_size=VOCAB),
+    # 7b's layers and vocabulary, 8 layers deep (2.2 B): iterating on one GPU before confirming 7b on two
+    "7b_8l": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=8, num_attention_heads=32,
+                  num_key_value_heads=32, vocab_size=VOCAB),
+    "13b": dict(hidden_size=5120, intermediate_size=13824, num_hidden_layers=40, num_attention_heads=40,
+                num_key_value_heads=40, vocab_size=VOCAB),
 }
 
 
@@ -115,7 +120,8 @@ def run_config(args, shape: str, plugin: str, grad_ckpt: bool, model_dir: Path, 
            "--master_port", str(args.master_port), str(REPO_ROOT / "train.py"),
            "--pretrained", str(model_dir), "--random_init", "--no_save", "--dataset", str(data_dir),
            "--plugin", plugin, "--max_length", str(args.seq_len), "--micro_batch_size", str(args.micro_batch_size),
-           "--max_steps", str(args.steps), "--warmup_steps", "2", "--lr", "3e-4", "--padding_mode", "longest",
+           "--accumulation_steps", str(args.accumulation_steps), "--max_steps", str(args.steps), "--warmup_steps", "2",
+           "--lr", "3e-4", "--padding_mode", "longest",
            "--save_dir", str(run_dir / "ckpt"), "--tensorboard_dir", str(run_dir), "--config_file",
            str(run_dir / "config.json"), "--seed", "0", "--attention", args.attention]
     if plugin != "ddp" or args.nproc_gpu:
@@ -135,6 +141,8 @@ def run_config(args, shape: str, plugin: str, grad_ckpt: bool, model_dir: Path, 
     result = {"name": name, "variant": variant, "shape": shape, "plugin": plugin, "grad_ckpt": grad_ckpt,
               "nproc": args.nproc,
               "seq_len": args.seq_len, "micro_batch_size": args.micro_batch_size, "attention": args.attention,
+              "accumulation_steps": args.accumulation_steps,
+              "tokens_per_gpu_per_step": args.seq_len * args.micro_batch_size * args.accumulation_steps,
               "extra": extra, "wall_s": round(time.time() - started, 1), "ok": proc.returncode == 0}
     if proc.returncode != 0:
         result["error"] = proc.stdout[-3000:]
@@ -173,7 +181,8 @@ def run_peer(args, shape: str, peer: str, out: Path) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(args.nproc), "--master_port",
            str(args.master_port), str(REPO_ROOT / "benchmarks" / "fsdp2_peer.py"), "--shape", shape, "--seq_len",
-           str(args.seq_len), "--micro_batch_size", str(args.micro_batch_size), "--steps", str(args.steps),
+           str(args.seq_len), "--micro_batch_size", str(args.micro_batch_size), "--grad_accum",
+           str(args.accumulation_steps), "--steps", str(args.steps),
            "--warmup", str(args.warmup), *PEERS[peer]]
     print(f"\n### {name}\n$ {' '.join(cmd)}", flush=True)
     started = time.time()
@@ -183,6 +192,8 @@ def run_peer(args, shape: str, peer: str, out: Path) -> dict:
     (run_dir / "log.txt").write_text(proc.stdout)
     result = {"name": name, "variant": "", "shape": shape, "plugin": f"fsdp2 peer ({peer})", "grad_ckpt": False,
               "nproc": args.nproc, "seq_len": args.seq_len, "micro_batch_size": args.micro_batch_size,
+              "accumulation_steps": args.accumulation_steps,
+              "tokens_per_gpu_per_step": args.seq_len * args.micro_batch_size * args.accumulation_steps,
               "peer": peer, "wall_s": round(time.time() - started, 1), "ok": False}
     found = [line for line in proc.stdout.splitlines() if line.startswith("FSDP2_PEER ")]
     if proc.returncode != 0 or not found:
@@ -246,18 +257,19 @@ def compare_losses(results: list[dict]) -> None:
 def markdown(results: list[dict], ceiling: float | None, device: str) -> str:
     lines = [f"Device: {device}; bf16 matmul ceiling measured: "
              f"{f'{ceiling:.0f} TFLOP/s' if ceiling else 'n/a (no GPU)'}", "",
-             "| config | GPUs | seq | mb | tokens/s/GPU | TFLOP/s/GPU | MFU | peak mem GiB | vs strongest FSDP2 peer "
+             "| config | GPUs | seq | mb x acc | tokens/s/GPU | TFLOP/s/GPU | MFU | peak mem GiB | vs strongest FSDP2 peer "
              "| vs first variant |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         if not r["ok"]:
-            lines.append(f"| {r['name']} | {r['nproc']} | {r['seq_len']} | {r['micro_batch_size']} | failed | | | | | |")
+            lines.append(f"| {r['name']} | {r['nproc']} | {r['seq_len']} | {r['micro_batch_size']} x "
+                         f"{r['accumulation_steps']} | failed | | | | | |")
             continue
         mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "n/a"
         versus = (f"{r['speedup_vs']:.3f}x; loss diff max {r['max_abs_loss_diff']}, last 10 steps "
                   f"{r['max_abs_loss_diff_last10']}" if "loss_vs" in r else "")
         peer = f"{r['vs_strongest_peer']:.3f}x" if "vs_strongest_peer" in r else ""
-        lines.append(f"| {r['name']} | {r['nproc']} | {r['seq_len']} | {r['micro_batch_size']} "
+        lines.append(f"| {r['name']} | {r['nproc']} | {r['seq_len']} | {r['micro_batch_size']} x {r['accumulation_steps']} "
                      f"| {r['tokens_per_s_per_gpu']:,.0f} | {r['tflops_per_gpu']:.1f} "
                      f"| {mfu} | {r['peak_device_memory_gib']} | {peer} | {versus} |")
     return "\n".join(lines) + "\n"
@@ -271,6 +283,8 @@ def main() -> int:
     p.add_argument("--nproc", type=int, default=None, help="Processes (GPUs); default: all visible GPUs, or 2 on CPU.")
     p.add_argument("--seq_len", type=int, default=4096, help="Sequence length.")
     p.add_argument("--micro_batch_size", type=int, default=1, help="Samples per GPU per step.")
+    p.add_argument("--accumulation_steps", type=int, default=1,
+                   help="Micro-batches per optimizer step (train.py and the peers alike).")
     p.add_argument("--docs_per_sample", type=int, default=1, help="Documents packed into each sample.")
     p.add_argument("--steps", type=int, default=30, help="Optimizer steps per configuration.")
     p.add_argument("--warmup", type=int, default=10, help="Steps left out of the medians.")
@@ -311,7 +325,7 @@ def main() -> int:
 
     for shape in args.shapes.split(","):
         model_dir = write_model_dir(shape, args.seq_len, out / "models" / shape)
-        samples = (args.steps + 2) * args.micro_batch_size * args.nproc
+        samples = (args.steps + 2) * args.micro_batch_size * args.accumulation_steps * args.nproc
         data_dir = write_dataset(out / "data" / f"{shape}-{args.seq_len}-{args.docs_per_sample}-{samples}",
                                  vocab=SHAPES[shape]["vocab_size"], seq_len=args.seq_len, samples=samples,
                                  docs_per_sample=args.docs_per_sample)

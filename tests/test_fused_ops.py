@@ -157,3 +157,63 @@ def test_resolve_fusion_defaults_and_refusals():
         with pytest.raises(UserInputError, match=flag):
             resolve_fusion("on" if flag == "--fused_ops" else "auto", "on" if flag == "--fused_loss" else "auto",
                            "3d", cuda=True)
+
+
+def test_resolve_fusion_liger_choices():
+    # no CUDA here: auto never picks liger, asking for it names the flag and why
+    assert resolve_fusion("auto", "auto", "zero2", cuda=False) == Fusion(norm=False, loss=True, compile_loss=False)
+    for fused_ops_value, fused_loss_value, flag in (("liger", "auto", "--fused_ops"), ("auto", "linear", "--fused_loss")):
+        with pytest.raises(UserInputError, match=f"{flag}.*needs liger-kernel.*CUDA"):
+            resolve_fusion(fused_ops_value, fused_loss_value, "zero2", cuda=False)
+        # Gemini's chunked weights and 3d's shardformer are refused whatever the machine
+        for plugin in ("gemini", "3d", "ddp"):
+            with pytest.raises(UserInputError, match=f"{flag}.*--plugin {plugin}.*zero2, zero2_cpu"):
+                resolve_fusion(fused_ops_value, fused_loss_value, plugin, cuda=True)
+
+
+def _chunked_reference_loss_sum(hidden, weight, targets, ignore_index):
+    # the same contract as liger's kernel, in plain torch: the plumbing is what is tested on CPU
+    return F.cross_entropy(hidden @ weight.t(), targets, ignore_index=ignore_index, reduction="sum")
+
+
+def test_linear_loss_forward_matches_logits_path():
+    from colossal_llama2.training.liger_ops import enable_linear_loss
+
+    ids = torch.randint(0, 97, (2, 16), generator=torch.Generator().manual_seed(1))
+    labels = ids.clone()
+    labels[0, :5] = -100
+    targets = shifted_labels(labels)
+    reference, patched = _tiny_llama().eval(), _tiny_llama().eval()
+    enable_linear_loss(patched, _chunked_reference_loss_sum)
+    ref = _reference_loss(reference(input_ids=ids).logits.reshape(-1, 97), targets.reshape(-1))
+    loss = patched(input_ids=ids, loss_targets=targets).loss
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-5)
+    assert ref.item() > 0
+    ref.backward()
+    loss.backward()
+    for (name, a), b in zip(reference.named_parameters(), patched.parameters()):
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-6, msg=name)
+    # without loss_targets the patched model is the plain model: logits out, state dict untouched
+    torch.testing.assert_close(patched(input_ids=ids).logits, reference(input_ids=ids).logits)
+    assert list(patched.state_dict()) == list(reference.state_dict())
+
+
+@pytest.mark.gpu
+def test_liger_linear_loss_matches_reference_on_gpu():
+    pytest.importorskip("liger_kernel")
+    from colossal_llama2.training.liger_ops import liger_linear_loss_sum
+
+    torch.manual_seed(0)
+    hidden = (torch.randn(300, 64, device="cuda") * 2).to(torch.bfloat16)
+    weight = (torch.randn(1000, 64, device="cuda") * 0.2).to(torch.bfloat16)
+    targets = torch.randint(0, 1000, (300,), device="cuda")
+    targets[::7] = -100
+    h1, w1 = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
+    h2, w2 = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
+    loss = liger_linear_loss_sum(h1, w1, targets, -100)
+    ref = F.cross_entropy((h2.float() @ w2.float().t()), targets, ignore_index=-100, reduction="sum")
+    (loss * 0.01).backward()
+    (ref * 0.01).backward()
+    assert loss.item() == pytest.approx(ref.item(), rel=2e-3)
+    torch.testing.assert_close(h1.grad.float(), h2.grad.float(), rtol=2e-2, atol=2e-3)
+    torch.testing.assert_close(w1.grad.float(), w2.grad.float(), rtol=2e-2, atol=2e-3)

@@ -63,18 +63,50 @@ def test_plugin_trains_saves_and_resumes(tmp_path, tiny_model_dir, gpu_data, plu
     assert torch.isfinite(model.lm_head.weight).all()
 
 
-@pytest.mark.parametrize("plugin", ["zero2", "gemini", "ddp"])
-def test_fused_kernels_train_like_the_reference(tmp_path, tiny_model_dir, gpu_data, plugin):
-    """The fused RMSNorm and the compiled fused loss (the CUDA defaults) give the reference loss curve."""
+FUSED_CASES = [("zero2", ["--fused_ops", "on", "--fused_loss", "on"], "RMSNorm fused, loss fused, compiled"),
+               ("zero2", [], "liger RMSNorm/rotary/SwiGLU, loss fused, compiled"),
+               ("zero2", ["--fused_ops", "liger", "--fused_loss", "linear", "--compile"],
+                "liger RMSNorm/rotary/SwiGLU, loss liger fused linear cross-entropy"),
+               ("gemini", [], "RMSNorm fused, loss fused, compiled"),
+               ("ddp", [], "RMSNorm fused, loss fused, compiled")]
+
+
+@pytest.mark.parametrize("plugin, flags, described", FUSED_CASES,
+                         ids=[f"{p}-{'-'.join(f.lstrip('-') for f in flags) or 'default'}" for p, flags, _ in FUSED_CASES])
+def test_fused_kernels_train_like_the_reference(tmp_path, tiny_model_dir, gpu_data, plugin, flags, described):
+    """The fused kernels (torch's, the compiled loss, liger-kernel's, with and without --compile) give the
+    reference loss curve; the defaults are the ones the docs name."""
+    if "liger" in described:
+        pytest.importorskip("liger_kernel")
     common = ["--pretrained", tiny_model_dir, "--dataset", gpu_data, "--plugin", plugin, "--mixed_precision", "bf16",
               "--max_length", 64, "--micro_batch_size", 4, "--lr", 1e-2, "--padding_mode", "longest",
               "--max_steps", 6, "-s", 1, "--no_save", "--config_file", tmp_path / "c.json", "--seed", 3]
     runs = {}
-    for name, flags in (("reference", ["--fused_ops", "off", "--fused_loss", "off"]), ("fused", [])):
-        proc = run_distributed(TRAIN, [*common, *flags, "--tensorboard_dir", tmp_path / name], nproc=1, timeout=600)
+    for name, extra in (("reference", ["--fused_ops", "off", "--fused_loss", "off"]), ("fused", flags)):
+        proc = run_distributed(TRAIN, [*common, *extra, "--tensorboard_dir", tmp_path / name], nproc=1, timeout=600)
         runs[name] = metrics(tmp_path / name)
         if name == "fused":
-            assert "RMSNorm fused, loss fused, compiled" in proc.stdout
+            assert described in proc.stdout
     assert sorted(runs["fused"]) == sorted(runs["reference"]) == list(range(1, 7))
     for step, row in runs["reference"].items():
         assert runs["fused"][step]["loss"] == pytest.approx(row["loss"], rel=1e-2, abs=1e-2), step
+    # the first step's gradients come from identical weights: only the kernels differ (lm_head's included)
+    assert runs["fused"][1]["grad_norm"] == pytest.approx(runs["reference"][1]["grad_norm"], rel=1e-2)
+
+
+def test_fast_zero_step_trains_like_the_library_step(tmp_path, tiny_model_dir, gpu_data):
+    """zero_speed.py (fp32 foreach norm, clipping inside the Adam kernel) against colossalai's own step."""
+    common = ["--pretrained", tiny_model_dir, "--dataset", gpu_data, "--plugin", "zero2", "--mixed_precision", "bf16",
+              "--max_length", 64, "--micro_batch_size", 4, "--lr", 1e-2, "--padding_mode", "longest",
+              "--max_steps", 6, "-s", 1, "--no_save", "--config_file", tmp_path / "c.json", "--seed", 3,
+              "--gradient_clipping", "0.5"]
+    runs = {}
+    for name in ("library", "fast"):
+        proc = run_distributed(TRAIN, [*common, "--zero_step", name, "--tensorboard_dir", tmp_path / name], nproc=1,
+                               timeout=600)
+        runs[name] = metrics(tmp_path / name)
+        assert ("zero2: gradient norm in fp32" in proc.stdout) == (name == "fast")
+    assert all(row["grad_norm"] > 0.5 for row in runs["library"].values())  # clipping acted on every step
+    for step, row in runs["library"].items():
+        assert runs["fast"][step]["grad_norm"] == pytest.approx(row["grad_norm"], rel=1e-2), step
+        assert runs["fast"][step]["loss"] == pytest.approx(row["loss"], rel=1e-2, abs=1e-2), step

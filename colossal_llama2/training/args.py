@@ -66,13 +66,22 @@ def build_parser() -> argparse.ArgumentParser:
     a("--compile", action="store_true",
       help="Experimental: torch.compile each decoder layer (zero2, zero2_cpu, ddp). Measured slower on the "
            "1b shape on an H100 (docs/benchmarks.md).")
-    a("--fused_ops", default="auto", choices=("auto", "on", "off"),
-      help="Run LLaMA's RMSNorm as torch's fused F.rms_norm (one kernel instead of eight; outputs within one bf16 "
-           "ulp); with ddp's bf16 autocast, also keep activations in bf16 (weights stay fp32). auto: on with CUDA "
-           "for zero2, zero2_cpu, ddp and gemini (3d's shardformer replaces the norms).")
-    a("--fused_loss", default="auto", choices=("auto", "on", "off"),
-      help="Cross-entropy that computes loss and gradient in one pass over the logits, without fp32 copies of "
-           "them (compiled on CUDA). auto: on except for 3d, whose shardformer model computes the loss.")
+    a("--fused_ops", default="auto", choices=("auto", "on", "liger", "off"),
+      help="on: LLaMA's RMSNorm as torch's fused F.rms_norm (one kernel instead of eight; outputs within one bf16 "
+           "ulp); with ddp's bf16 autocast, also keep activations in bf16 (weights stay fp32). liger: "
+           "liger-kernel's RMSNorm, rotary and SwiGLU kernels (zero2, zero2_cpu; pip install -e .[gpu]). auto: "
+           "liger where it runs, else on with CUDA for zero2, zero2_cpu, ddp and gemini (3d's shardformer "
+           "replaces the norms), else off.")
+    a("--fused_loss", default="auto", choices=("auto", "on", "linear", "off"),
+      help="on: cross-entropy that computes loss and gradient in one pass over the logits, without fp32 copies of "
+           "them (compiled on CUDA). linear: liger-kernel's fused linear cross-entropy, lm_head and loss chunk by "
+           "chunk so the logits never exist in full (zero2, zero2_cpu; less memory, but 0.9x the speed of on at "
+           "7b's shapes: for micro-batches that would not fit otherwise). auto: on except for 3d, whose "
+           "shardformer model computes the loss.")
+    a("--zero_step", default="fast", choices=("fast", "library"),
+      help="zero2/zero2_cpu optimizer step: fast computes the gradient norm in fp32 with foreach kernels and "
+           "skips multiplying gradients by 1 (same numbers, see training/zero_speed.py); library is "
+           "colossalai's own step, for comparison.")
     a("--gc_interval", type=int, default=0,
       help="Run Python's garbage collector every N optimizer steps instead of at arbitrary moments inside a step; "
            "0 (default) keeps Python's automatic collection. On one H100 it made no measurable difference; with "

@@ -90,34 +90,66 @@ FUSABLE_PLUGINS = ("zero2", "zero2_cpu", "ddp", "gemini", "gemini_auto")
 
 @dataclasses.dataclass(frozen=True)
 class Fusion:
-    norm: bool  # LlamaRMSNorm as F.rms_norm
-    loss: bool  # fused_cross_entropy instead of F.cross_entropy over fp32 logits
+    norm: bool  # LlamaRMSNorm as F.rms_norm (or liger's, with ``liger``)
+    loss: bool  # fused_cross_entropy (or liger's fused linear loss, with ``linear_loss``) instead of F.cross_entropy
     compile_loss: bool  # the loss kernel compiled (else the same math eagerly, block by block)
+    liger: bool = False  # liger-kernel's RMSNorm, rotary and SwiGLU (liger_ops.py)
+    linear_loss: bool = False  # liger-kernel's fused linear cross-entropy: the logits never exist in full
 
     def describe(self) -> str:
-        loss = ("fused, compiled" if self.compile_loss else "fused, eager") if self.loss else "reference"
-        return f"RMSNorm {'fused' if self.norm else 'reference'}, loss {loss}"
+        if self.linear_loss:
+            loss = "liger fused linear cross-entropy"
+        else:
+            loss = ("fused, compiled" if self.compile_loss else "fused, eager") if self.loss else "reference"
+        norm = "liger RMSNorm/rotary/SwiGLU" if self.liger else f"RMSNorm {'fused' if self.norm else 'reference'}"
+        return f"{norm}, loss {loss}"
+
+
+def _refuse(flag: str, value: str, plugin: str, allowed: tuple[str, ...], why: str) -> None:
+    from ..utils.errors import UserInputError
+
+    if plugin not in allowed:
+        raise UserInputError(f"{value} is not supported with --plugin {plugin} ({why}); it works with "
+                             f"{', '.join(allowed)}", where=flag)
 
 
 def resolve_fusion(fused_ops: str, fused_loss: str, plugin: str, cuda: bool) -> Fusion:
-    """Turn --fused_ops / --fused_loss (auto, on, off) into what runs; UserInputError for what cannot."""
-    from ..utils.errors import UserInputError
+    """Turn --fused_ops (auto, on, liger, off) / --fused_loss (auto, on, linear, off) into what runs.
 
-    if fused_ops == "on" and plugin not in FUSABLE_PLUGINS:
-        raise UserInputError(f"not supported with --plugin {plugin} (shardformer replaces the norm modules)",
-                             where="--fused_ops")
+    UserInputError for what cannot run here. auto: liger's kernels where they run (zero2/zero2_cpu on CUDA
+    with liger-kernel installed: 1.05x at 7b's layer shapes), else F.rms_norm on CUDA; the compiled fused
+    loss (liger's fused linear loss measured 0.90x there: it is for micro-batches that would not fit).
+    """
+    from ..utils.errors import UserInputError
+    from .liger_ops import LIGER_PLUGINS, liger_available
+
+    shardformer = "shardformer replaces the modules and computes the loss itself"
+    if fused_ops in ("on", "liger"):
+        _refuse("--fused_ops", fused_ops, plugin, FUSABLE_PLUGINS, shardformer)
+    if fused_loss in ("on", "linear"):
+        _refuse("--fused_loss", fused_loss, plugin, FUSABLE_PLUGINS, shardformer)
+    chunked = "Gemini's weights exist only inside their own module's forward"
+    if fused_ops == "liger":
+        _refuse("--fused_ops", fused_ops, plugin, LIGER_PLUGINS, chunked)
+    if fused_loss == "linear":
+        _refuse("--fused_loss", fused_loss, plugin, LIGER_PLUGINS, chunked)
+    can_liger, why_not = liger_available(cuda)
+    for flag, value in (("--fused_ops", fused_ops), ("--fused_loss", fused_loss)):
+        if value in ("liger", "linear") and not can_liger:
+            raise UserInputError(f"{value} needs liger-kernel: {why_not}", where=flag)
     if fused_ops == "on" and not native_rms_norm_available():
         raise UserInputError("this torch has no torch.nn.functional.rms_norm", where="--fused_ops")
-    if fused_loss == "on" and plugin not in FUSABLE_PLUGINS:
-        raise UserInputError(f"not supported with --plugin {plugin} (shardformer's model computes the loss over "
-                             f"possibly vocabulary-sharded logits)", where="--fused_loss")
-    norm = fused_ops == "on" or (fused_ops == "auto" and cuda and plugin in FUSABLE_PLUGINS
-                                 and native_rms_norm_available())
-    loss = fused_loss == "on" or (fused_loss == "auto" and plugin in FUSABLE_PLUGINS)
+    auto_liger = can_liger and plugin in LIGER_PLUGINS
+    liger = fused_ops == "liger" or (fused_ops == "auto" and auto_liger)
+    norm = liger or fused_ops == "on" or (fused_ops == "auto" and cuda and plugin in FUSABLE_PLUGINS
+                                          and native_rms_norm_available())
+    linear_loss = fused_loss == "linear"
+    loss = linear_loss or fused_loss == "on" or (fused_loss == "auto" and plugin in FUSABLE_PLUGINS)
     can_compile, why = compile_available(cuda)
-    if loss and cuda and not can_compile:
+    if loss and not linear_loss and cuda and not can_compile:
         logger.warning("the fused loss runs eagerly: %s", why)
-    return Fusion(norm=norm, loss=loss, compile_loss=loss and cuda and can_compile)
+    return Fusion(norm=norm, loss=loss, compile_loss=loss and not linear_loss and cuda and can_compile,
+                  liger=liger, linear_loss=linear_loss)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -43,6 +43,7 @@ from .signals import GracefulStop
 from .step_metrics import DeviceScalars, NonFiniteLoss, StepRecord, StepReporter
 from .token_loss import TokenLoss
 from .validation import parse_profile_steps, validate_inputs
+from .zero_speed import speed_up_zero_optimizer
 
 logger = get_logger(__name__)
 
@@ -142,6 +143,9 @@ class Trainer:
                                                                                  lr_scheduler=lr_scheduler)
         if self.patches.lazy_init and not args.random_init:
             self.booster.load_model(self.model, ckpt.weights_path(args.pretrained))
+        fast_step = args.plugin in ("zero2", "zero2_cpu") and args.zero_step == "fast"
+        if fast_step and speed_up_zero_optimizer(self.optimizer):
+            logger.info("zero2: gradient norm in fp32 with foreach kernels, no multiplication by 1 (zero_speed.py)")
 
     def _build_step_parts(self) -> None:
         """Patches of the boosted model, the loss, and what each step reports to."""

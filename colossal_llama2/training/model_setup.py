@@ -3,8 +3,8 @@
 ``plan_model_patches`` turns the flags, the plugin and the machine into a ``ModelPatches`` record that says
 which patches are on and why; it is logged once at start. ``build_model`` applies the ones that must exist
 before the optimizer (gradient checkpointing, freezing); ``apply_patches_after_boost`` the ones that act on
-the boosted model (fused RMSNorm, per-layer compile, NEFTune, ddp's bf16 residual stream), so the plugins'
-own wrappers and hooks stay outside of them. A new patch gets a field here, a line in ``describe`` and its
+the boosted model (fused RMSNorm or liger-kernel's kernels, the fused linear loss, per-layer compile,
+NEFTune, ddp's bf16 residual stream), so the plugins' own wrappers and hooks stay outside of them. A new patch gets a field here, a line in ``describe`` and its
 application in one of the two functions.
 """
 from __future__ import annotations
@@ -14,9 +14,11 @@ from dataclasses import dataclass
 
 import torch
 
+from ..dataset.schema import IGNORE_INDEX
 from ..utils.logging import get_logger
 from .attention import choose_attn_implementation
 from .ddp_speed import bf16_residual_stream
+from .liger_ops import apply_liger_kernels, enable_linear_loss
 from .freeze import freeze_non_embedding_params
 from .fused_ops import Fusion, fuse_llama_norms
 from .neftune import NEFTune
@@ -101,8 +103,13 @@ def build_model(args: argparse.Namespace, config, patches: ModelPatches, device:
 
 def apply_patches_after_boost(unwrapped: torch.nn.Module, patches: ModelPatches) -> NEFTune | None:
     """Patch the boosted model's modules in place; returns the NEFTune hook (it needs each batch's lengths)."""
-    if patches.fusion.norm:
+    if patches.fusion.liger:
+        logger.info("liger-kernel: %d RMSNorm/SwiGLU modules and the rotary embedding patched",
+                    apply_liger_kernels(unwrapped))
+    elif patches.fusion.norm:
         logger.info("fused RMSNorm: %d modules run as F.rms_norm", fuse_llama_norms(unwrapped))
+    if patches.fusion.linear_loss:
+        enable_linear_loss(unwrapped, ignore_index=IGNORE_INDEX)
     if patches.compile_layers:
         # Per decoder layer, after boosting: the plugin's wrappers and hooks stay outside the compiled code.
         for layer in unwrapped.model.layers:

@@ -1,7 +1,8 @@
 """One micro-batch's forward: (sum of token losses, number of label tokens), for training and evaluation.
 
 The loop divides the sum by the step's label tokens over all ranks, so micro-batch size and accumulation
-steps trade freely (see loop.py). Three ways to the loss, by plugin: the fused cross-entropy over the
+steps trade freely (see loop.py). Four ways to the loss, by plugin and flags: liger's fused linear
+cross-entropy from the last hidden states (no logits at all; zero2), the fused cross-entropy over the
 logits (no fp32 copy of them), the reference F.cross_entropy, and for 3d the model's own loss (shardformer
 may keep the logits sharded over the vocabulary).
 """
@@ -35,6 +36,8 @@ class TokenLoss:
                               isolate_documents=self.patches.isolate_documents, mask_dtype=self.mask_dtype)
         labels = batch["labels"]
         n_tokens = (labels[:, 1:] != IGNORE_INDEX).sum()
+        if self.patches.fusion.linear_loss:  # the model returns the summed loss (liger_ops.enable_linear_loss)
+            return self.model(**inputs, loss_targets=shifted_labels(labels, IGNORE_INDEX)).loss, n_tokens
         if self.model_computes_loss:
             out = self.model(**inputs, labels=labels)
             # out.loss is the mean over this micro-batch's label tokens (NaN when it has none)

@@ -1,0 +1,67 @@
+"""zero2's optimizer-step replacements give the library's numbers (CPU, one gloo rank)."""
+from __future__ import annotations
+
+import types
+
+import pytest
+import torch
+import torch.distributed as dist
+
+from colossal_llama2.training.zero_speed import grad_norm_fp32, unscale_and_clip_grads
+
+
+@pytest.fixture
+def one_rank_group():
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    yield dist.group.WORLD
+    dist.destroy_process_group()
+
+
+def test_grad_norm_equals_the_library_fp64_norm(one_rank_group):
+    from colossalai.zero.low_level.low_level_optim import LowLevelZeroOptimizer
+
+    torch.manual_seed(0)
+    grads = [torch.randn(n).to(torch.bfloat16) * s for n, s in ((1000, 1.0), (37, 30.0), (4096, 1e-3))]
+    ours = grad_norm_fp32(object(), one_rank_group, grads)
+    library = LowLevelZeroOptimizer._compute_grad_norm(object(), one_rank_group, grads)
+    expected = torch.cat([g.double() for g in grads]).norm().item()
+    assert library == pytest.approx(expected, rel=1e-6)
+    assert ours == pytest.approx(expected, rel=1e-6)
+    assert grad_norm_fp32(object(), one_rank_group, []) == 0.0
+
+
+@pytest.mark.parametrize("clip, norm, scale, factor", [(1.0, 0.5, None, 1.0), (1.0, 4.0, None, 1 / (4.0 + 1e-6)),
+                                                      (0.0, 4.0, 8.0, 1 / 8.0), (1.0, 64.0, 8.0, 1 / (64.0 + 8e-6))])
+def test_unscale_and_clip_scales_like_the_library(clip, norm, scale, factor):
+    from colossalai.zero.low_level.low_level_optim import LowLevelZeroOptimizer
+
+    mixin = None if scale is None else types.SimpleNamespace(get_grad_div_scale=lambda: scale)
+    fake = types.SimpleNamespace(mixed_precision_mixin=mixin, _clip_grad_norm=clip)
+    grads = [torch.randn(10), torch.randn(3, 4)]
+    ours, library = [g.clone() for g in grads], [g.clone() for g in grads]
+    unscale_and_clip_grads(fake, ours, norm)
+    LowLevelZeroOptimizer._unscale_and_clip_grads(fake, library, norm)
+    for a, b, g in zip(ours, library, grads):
+        torch.testing.assert_close(a, b)
+        torch.testing.assert_close(a, g * factor)
+
+
+def test_clip_factor_goes_to_the_adam_step():
+    """With the Adam kernel dividing, no pass over the gradients; the factor reaches HybridAdam.step once."""
+    from colossal_llama2.training.zero_speed import _adam_step_with_div_scale
+
+    calls = []
+
+    class FakeAdam:
+        def step(self, closure=None, div_scale=-1):
+            calls.append(div_scale)
+
+    fake = types.SimpleNamespace(mixed_precision_mixin=None, _clip_grad_norm=1.0, _adam_divides=True)
+    grads = [torch.ones(4)]
+    step = _adam_step_with_div_scale(fake, FakeAdam())
+    unscale_and_clip_grads(fake, grads, 4.0)
+    step()
+    unscale_and_clip_grads(fake, grads, 0.5)  # below the threshold: no division at all
+    step()
+    assert calls == [pytest.approx(4.0 + 1e-6), -1]
+    assert torch.equal(grads[0], torch.ones(4))  # the gradients themselves were never touched
