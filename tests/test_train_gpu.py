@@ -99,14 +99,14 @@ def test_fast_zero_step_trains_like_the_library_step(tmp_path, tiny_model_dir, g
     common = ["--pretrained", tiny_model_dir, "--dataset", gpu_data, "--plugin", "zero2", "--mixed_precision", "bf16",
               "--max_length", 64, "--micro_batch_size", 4, "--lr", 1e-2, "--padding_mode", "longest",
               "--max_steps", 6, "-s", 1, "--no_save", "--config_file", tmp_path / "c.json", "--seed", 3,
-              "--gradient_clipping", "0.5"]
+              "--gradient_clipping", "0.1"]
     runs = {}
     for name in ("library", "fast"):
         proc = run_distributed(TRAIN, [*common, "--zero_step", name, "--tensorboard_dir", tmp_path / name], nproc=1,
                                timeout=600)
         runs[name] = metrics(tmp_path / name)
         assert ("zero2: gradient norm in fp32" in proc.stdout) == (name == "fast")
-    assert all(row["grad_norm"] > 0.5 for row in runs["library"].values())  # clipping acted on every step
+    assert all(row["grad_norm"] > 0.1 for row in runs["library"].values())  # clipping acted on every step
     for step, row in runs["library"].items():
         assert runs["fast"][step]["grad_norm"] == pytest.approx(row["grad_norm"], rel=1e-2), step
         assert runs["fast"][step]["loss"] == pytest.approx(row["loss"], rel=1e-2, abs=1e-2), step
