@@ -42,13 +42,17 @@ CONFIG_FILE="${PARENT_CONFIG_FILE}/${FULL_PROJECT_NAME}.json"
 # On Ctrl-C or a scheduler's SIGTERM, torchrun gives the workers this long to finish the step and save before
 # it SIGKILLs them; torch's default, 30 s, is shorter than a large model's save (docs/training.md#stopping).
 export TORCH_ELASTIC_SHUTDOWN_TIMEOUT=${TORCH_ELASTIC_SHUTDOWN_TIMEOUT:-600}
-launcher=(colossalai run --nproc_per_node "$NPROC_PER_NODE" --master_port "$MASTER_PORT")
+# `python -m colossal_llama2.launch` in front: Ctrl-C or a scheduler's SIGTERM reaches only it, and it asks the
+# training processes to finish the step, save and stop, so the launchers end normally (status 0, no traceback;
+# docs/training.md#stopping). A second Ctrl-C ends everything at once; the newest complete checkpoint stays.
+launcher=("${PYTHON:-python}" -m colossal_llama2.launch
+          colossalai run --nproc_per_node "$NPROC_PER_NODE" --master_port "$MASTER_PORT")
 [[ -n "$HOSTFILE" ]] && launcher+=(--hostfile "$HOSTFILE")
 mp_args=()
 [[ "$PLUGIN" != ddp ]] && mp_args=(--mixed_precision "$MIXED_PRECISION")
 
 # shellcheck disable=SC2086  # EXTRA_ARGS is a list of flags
-"${launcher[@]}" train.py \
+exec "${launcher[@]}" train.py \
     --pretrained "$PRETRAINED_MODEL_PATH" \
     --dataset "${dataset[@]}" \
     --plugin "$PLUGIN" \

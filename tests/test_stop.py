@@ -46,6 +46,9 @@ class Run:
         self.out = out
         py_bin = Path(sys.executable).parent
         port = str(free_port())
+        guard = []
+        if launcher.startswith("guard-"):  # python -m colossal_llama2.launch <launcher ...>
+            guard, launcher = [sys.executable, "-m", "colossal_llama2.launch"], launcher[len("guard-"):]
         if launcher == "torchrun":
             cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
                    "127.0.0.1", "--master_port", port]
@@ -58,7 +61,7 @@ class Run:
         run_env = dist_helpers.test_env(env)
         run_env["PATH"] = os.pathsep.join([str(py_bin), run_env.get("PATH", "")])
         self.log = open(out / "log.txt", "w+", encoding="utf-8")
-        self.proc = subprocess.Popen([*cmd, str(script), *args], env=run_env, cwd=REPO_ROOT, stdout=self.log,
+        self.proc = subprocess.Popen([*guard, *cmd, str(script), *args], env=run_env, cwd=REPO_ROOT, stdout=self.log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         self.pgid = self.proc.pid
 
@@ -188,6 +191,11 @@ CASES = [
     ("hostfile", "sigterm-one-worker", 0),
     ("hostfile", "ctrl-c", 1),
     ("torchrun", "ctrl-c", 1),             # torchrun reports the signal it got (SignalException), status 1
+    # python -m colossal_llama2.launch in front (train.example.sh): the launchers never see the signal
+    ("guard-colossalai", "ctrl-c", 0),
+    ("guard-colossalai", "sigterm-group", 0),
+    ("guard-hostfile", "ctrl-c", 0),
+    ("guard-torchrun", "ctrl-c", 0),
 ]
 
 
@@ -216,8 +224,12 @@ def test_stop_saves_once_leaves_nothing_behind_and_resumes_exactly(tmp_path, tin
         assert code == status, run.output()[-3000:]
         last = assert_one_checkpoint_at_last_step(run)
         assert last < max(uninterrupted), "the stop came after the run had finished"
-        if how not in ("sigterm-group",):  # there the launcher that printed the workers' output is gone
+        if how not in ("sigterm-group",) or launcher.startswith("guard-"):  # else the printing launcher is gone
             assert "stopped by" in run.output() and "--load_checkpoint latest" in run.output()
+        if launcher.startswith("guard-"):  # a clean exit: no launcher complaining about the signal
+            for noise in ("Traceback", "Aborted!", "SignalException", "Error"):
+                assert noise not in run.output(), run.output()[-3000:]
+            assert "asked the 2 training process(es) on this machine" in run.output()
     finally:
         run.kill_everything()
     resume_and_compare(run, last, tiny_model_dir, data, uninterrupted)
@@ -253,6 +265,27 @@ def test_second_ctrl_c_leaves_at_once_and_keeps_the_newest_complete_checkpoint(t
         assert code is not None and time.time() - t0 < 30, run.output()[-3000:]
         assert run.leftovers() == [], run.output()[-3000:]
         assert "again: leaving at once" in run.output()
+        assert [p.name for p in list_checkpoints(tmp_path / "ckpt")] == ["epoch-0_step-2", "epoch-0_step-4"]
+    finally:
+        run.kill_everything()
+
+
+def test_second_ctrl_c_through_the_guard_ends_everything_at_once(tmp_path, tiny_model_dir, data):
+    args = train_args(tiny_model_dir, data, tmp_path, **{"--save_interval": 2})
+    run = Run(tmp_path, args, "guard-colossalai", script=SLOW_TRAIN,
+              env={"SLOW_SAVE_FROM_STEP": "5", "SLOW_SAVE_S": "60"})
+    try:
+        run.wait_for_steps(4)
+        run.wait_for("ckpt/epoch-0_step-4")
+        os.killpg(run.pgid, signal.SIGINT)  # the stop's save (step >= 5) hangs for 60 s
+        run.wait_for("ckpt/.epoch-*.tmp")
+        time.sleep(3)
+        t0 = time.time()
+        os.killpg(run.pgid, signal.SIGINT)
+        code, _ = run.wait_exit(timeout=30)
+        assert code == 130 and time.time() - t0 < 10, run.output()[-3000:]
+        assert run.leftovers() == [], run.output()[-3000:]
+        assert "SIGINT again: ending every process" in run.output()
         assert [p.name for p in list_checkpoints(tmp_path / "ckpt")] == ["epoch-0_step-2", "epoch-0_step-4"]
     finally:
         run.kill_everything()
@@ -314,3 +347,12 @@ def test_resume_after_ctrl_c_reproduces_the_uninterrupted_losses(tmp_path, tiny_
     again = {r["step"]: r["loss"] for r in resumed.metrics() if "loss" in r}
     assert sorted(again) == list(range(last + 1, 51))
     assert all(again[s] == reference[s] for s in again), {s: (again[s], reference[s]) for s in again}
+
+
+def test_guard_command_line_errors():
+    from colossal_llama2 import launch
+
+    assert launch.main([]) == 2
+    assert launch.main(["--", "/nonexistent/launcher", "train.py"]) == 127
+    assert launch.main([sys.executable, "-c", "import sys; sys.exit(7)"]) == 7
+    assert launch.main([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGTERM)"]) == 143

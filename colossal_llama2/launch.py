@@ -1,0 +1,151 @@
+"""Run a launcher so that Ctrl-C and SIGTERM stop training cleanly: ``python -m colossal_llama2.launch CMD...``.
+
+    python -m colossal_llama2.launch colossalai run --nproc_per_node 8 --hostfile hostfile train.py ...
+    python -m colossal_llama2.launch torchrun --nproc_per_node 8 train.py ...
+
+Without it, a terminal's Ctrl-C or a scheduler's ``kill -- -PGID`` reaches ``colossalai run`` and torchrun
+themselves. The workers still save and stop (training/signals.py), but the launchers report the signal:
+``colossalai run`` prints ``Aborted!`` and exits 1, torchrun prints a SignalException traceback.
+
+This wrapper starts the launcher in a session of its own, so those signals reach only the wrapper. On the
+first SIGINT, SIGTERM or SIGHUP it sends SIGTERM to the training workers on this machine only (the children
+of torchrun). They all-reduce the stop, so every rank on every node finishes the same step, saves one
+checkpoint and exits 0; torchrun and ``colossalai run`` then end normally and the wrapper exits 0 (or with the
+launcher's status). A second signal more than ``REPEAT_WINDOW_S`` after the first ends every process of the
+run at once (SIGKILL; status 130, or 143): checkpoints are renamed into place only when complete, so the
+newest complete one is unharmed. If the wrapper itself is killed, the launcher gets SIGTERM (Linux
+parent-death signal) and stops the way it would without the wrapper.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+
+REPEAT_WINDOW_S = 2.0  # copies of one stop arriving by two paths (terminal + scheduler) count once
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+PR_SET_PDEATHSIG = 1
+
+
+def _say(message: str) -> None:
+    print(f"[colossal_llama2.launch] {message}", file=sys.stderr, flush=True)
+
+
+def _die_with_parent() -> None:
+    """In the launcher, before exec: SIGTERM when the wrapper dies (Linux only; elsewhere nothing)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+def is_torchrun(cmdline: list[str]) -> bool:
+    return any(os.path.basename(a) == "torchrun" or a in ("torch.distributed.run", "torch.distributed.launch")
+               for a in cmdline[:3])
+
+
+def local_workers(launcher: psutil.Process) -> list[psutil.Process]:
+    """The training processes under ``launcher`` on this machine: the direct children of every torchrun
+    (``launcher`` itself, or any process below it)."""
+    workers = []
+    try:
+        candidates = [launcher, *launcher.children(recursive=True)]
+    except psutil.Error:
+        return []
+    for p in candidates:
+        try:
+            if is_torchrun(p.cmdline()):
+                workers.extend(p.children())
+        except psutil.Error:
+            continue
+    return workers
+
+
+def _signal_all(processes: list[psutil.Process], sig: int) -> int:
+    sent = 0
+    for p in processes:
+        try:
+            p.send_signal(sig)
+            sent += 1
+        except psutil.Error:
+            pass
+    return sent
+
+
+class Guard:
+    def __init__(self, command: list[str]):
+        self.command = command
+        self.first_stop_at: float | None = None
+        self.first_signal = 0
+        self.proc: subprocess.Popen | None = None
+
+    def run(self) -> int:
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, self._handle)
+        try:
+            self.proc = subprocess.Popen(self.command, start_new_session=True, preexec_fn=_die_with_parent)
+        except FileNotFoundError:
+            _say(f"error: command not found: {self.command[0]}")
+            return 127
+        while True:
+            try:
+                code = self.proc.wait()
+                break
+            except InterruptedError:  # pragma: no cover - PEP 475 retries wait() itself
+                continue
+        if code < 0:
+            return 128 - code
+        return code
+
+    def _handle(self, signum, frame) -> None:
+        name = signal.Signals(signum).name
+        now = time.monotonic()
+        if self.proc is None:
+            raise SystemExit(128 + signum)
+        if self.first_stop_at is None:
+            self.first_stop_at, self.first_signal = now, signum
+            self._stop_workers(name)
+        elif now - self.first_stop_at > REPEAT_WINDOW_S:
+            _say(f"{name} again: ending every process of the run now (the newest complete checkpoint is kept)")
+            self._kill_everything()
+            os._exit(128 + self.first_signal)
+
+    def _stop_workers(self, name: str) -> None:
+        launcher = psutil.Process(self.proc.pid)
+        sent = _signal_all(local_workers(launcher), signal.SIGTERM)
+        if sent:
+            _say(f"{name} received: asked the {sent} training process(es) on this machine to finish the step, "
+                 f"save a checkpoint and stop (all nodes stop at the same step). Again to end everything now.")
+            return
+        # Nothing is training yet (starting up): let the launcher handle the signal the way it would.
+        _say(f"{name} received before training started: passing it on to the launcher")
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+    def _kill_everything(self) -> None:
+        try:
+            launcher = psutil.Process(self.proc.pid)
+            _signal_all([*launcher.children(recursive=True), launcher], signal.SIGKILL)
+        except psutil.Error:
+            pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--"]:
+        argv = argv[1:]
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0 if argv else 2
+    return Guard(argv).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
