@@ -17,6 +17,7 @@ import os
 import random
 import re
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,6 +96,7 @@ def list_checkpoints(save_dir: str | os.PathLike) -> list[Path]:
 def save_checkpoint(booster, model, optimizer, lr_scheduler, *, save_dir: str | os.PathLike, epoch: int,
                     global_step: int, running_states: dict, tokenizer, keep_last: int = 0) -> Path:
     """Write a checkpoint collectively (every rank must call it); return its final path."""
+    started = time.perf_counter()
     save_dir = Path(save_dir)
     final = save_dir / checkpoint_name(epoch, global_step)
     tmp = save_dir / f".{final.name}.tmp"
@@ -133,7 +135,9 @@ def save_checkpoint(booster, model, optimizer, lr_scheduler, *, save_dir: str | 
                 _remove(old)
                 logger.info("removed old checkpoint %s (--keep_last %d)", old, keep_last)
     _barrier()
-    logger.info("saved checkpoint %s", final)
+    size = sum(f.stat().st_size for f in final.rglob("*") if f.is_file()) if _rank() == 0 else 0
+    # the number to size a scheduler's grace time by (docs/training.md#stopping)
+    logger.info("saved checkpoint %s (%.2f GB in %.1f s)", final, size / 1e9, time.perf_counter() - started)
     return final
 
 
