@@ -31,7 +31,7 @@ def test_peer_flops_use_the_model_parameter_count_and_rows_get_their_ratio():
 
     from benchmarks.train_benchmark import SHAPES, compare_with_peers, param_count
 
-    for shape in ("tiny", "1b"):
+    for shape in ("tiny", "1b", "7b_8l", "13b"):
         with torch.device("meta"):
             model = LlamaForCausalLM(LlamaConfig(**SHAPES[shape], tie_word_embeddings=False))
         assert param_count(shape) == model.num_parameters()
@@ -42,3 +42,14 @@ def test_peer_flops_use_the_model_parameter_count_and_rows_get_their_ratio():
     compare_with_peers(rows)
     assert [r.get("vs_strongest_peer") for r in rows] == [0.8, 1.0, 0.88, None]
     assert rows[2]["strongest_peer"] == "q"
+
+
+def test_stop_time_measures_a_real_ctrl_c(tmp_path):
+    """benchmarks/stop_time.py: Ctrl-C through the guard, one checkpoint, its size and save time reported."""
+    proc = run_script([REPO_ROOT / "benchmarks" / "stop_time.py", "--shape", "tiny", "--plugin", "ddp", "--nproc", 2,
+                       "--seq_len", 128, "--out_dir", tmp_path / "st"], timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(proc.stdout.split("STOP_TIME ")[1].splitlines()[0])
+    assert result["exit_status"] == 0 and 0 < result["seconds_from_signal_to_exit"] < 60
+    assert result["checkpoint_gb"] > 0 and result["save_seconds"] is not None
+    assert len(list((tmp_path / "st" / "ckpt").glob("epoch-*"))) == 1
