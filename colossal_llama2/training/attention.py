@@ -9,8 +9,9 @@ attending to the one before it:
   runs flash-attn's varlen kernel with one sequence per document (the batch is flattened).
 * colossal_varlen (CUDA default, see varlen_attention.py): torch's varlen flash kernel over per-document
   offsets; no mask tensor at all.
-* the 3d plugin (shardformer) replaces LlamaAttention's forward and builds its own causal mask from a
-  2-D padding mask: documents in one sample are NOT isolated there (position ids still restart).
+* the 3d plugin (shardformer, tensor parallel): its LlamaModel forward passes a 4-D mask on as given and
+  keeps transformers' SDPA attention (flash attention and sequence parallelism are not enabled), so the
+  block-diagonal mask isolates documents there too (tested with tp 1 and tp 2 on GPUs).
 A batch whose samples hold one document each gets the plain 2-D padding mask (cheaper, same result).
 """
 from __future__ import annotations

@@ -44,8 +44,7 @@ class ModelPatches:
 
     def describe(self) -> str:
         parts = [f"attention {self.attn_implementation}",
-                 "packed documents " + ("isolated" if self.isolate_documents
-                                        else "NOT isolated (shardformer builds its own mask)"),
+                 "packed documents " + ("isolated" if self.isolate_documents else "NOT isolated"),
                  self.fusion.describe()]
         for on, text in ((self.compile_layers, "decoder layers compiled"),
                          (self.grad_checkpoint, "gradient checkpointing"),
@@ -65,7 +64,9 @@ def plan_model_patches(args: argparse.Namespace, fusion: Fusion, precision: str,
     bf16_autocast = args.plugin == "ddp" and cuda and precision == "bf16"
     return ModelPatches(
         attn_implementation=choose_attn_implementation(args.use_flash_attn, cuda, args.attention, args.plugin),
-        isolate_documents=args.plugin != "3d",
+        # 3d too: shardformer's LlamaModel forward (no flash attention, no sequence parallelism) takes a 4-D
+        # mask as given, and the attention modules stay transformers' SDPA ones (tests/test_train_gpu.py)
+        isolate_documents=True,
         fusion=fusion,
         compile_layers=args.compile,
         grad_checkpoint=args.use_grad_checkpoint,
