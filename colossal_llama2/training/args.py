@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
-PLUGINS = ("gemini", "gemini_auto", "zero2", "zero2_cpu", "3d", "ddp")
+PLUGINS = ("gemini", "gemini_auto", "zero2", "zero2_cpu", "3d", "ddp", "auto")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,7 +17,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--dataset", nargs="+", required=True,
       help="One or more prepared dataset dirs: part dirs (part-00000 ...) or their parent dir.")
     a("--plugin", default="gemini", choices=PLUGINS,
-      help="Booster plugin. gemini/gemini_auto/zero2/zero2_cpu/3d need CUDA; ddp (TorchDDPPlugin) also runs on CPU.")
+      help="Booster plugin. gemini/gemini_auto/zero2/zero2_cpu/3d need CUDA; ddp (TorchDDPPlugin) also runs on CPU. "
+           "auto: the fastest of ddp, zero2, gemini, zero2_cpu, gemini_auto whose estimated peak memory fits the "
+           "GPUs (training/plugin_choice.py; the choice and the estimate are logged at start).")
     a("--load_checkpoint", default=None,
       help="Resume from <save_dir>/epoch-E_step-S (everything), from `latest` (the newest complete checkpoint in "
            "--save_dir), or load weights only from a modeling/ dir.")

@@ -10,9 +10,12 @@ from pathlib import Path
 
 from ..dataset.loader import TokenizedDataset, load_tokenized_dataset
 from ..utils.errors import UserInputError
+from ..utils.logging import get_logger
 from . import checkpoint as ckpt
 from .fused_ops import Fusion, resolve_fusion
 from .plugins import check_plugin_args
+
+logger = get_logger(__name__)
 
 
 @dataclass
@@ -29,6 +32,8 @@ def validate_inputs(args: argparse.Namespace, cuda: bool, world_size: int) -> Ru
     """Raise UserInputError, naming the flag, for anything that cannot run; otherwise return the inputs."""
     _check_positive_flags(args)
     config = _load_model_config(args)
+    if args.plugin == "auto":
+        _resolve_auto_plugin(args, config, cuda, world_size)
     check_plugin_args(args.plugin, cuda=cuda, world_size=world_size, tp=args.tp,
                       num_heads=config.num_attention_heads,
                       num_kv_heads=getattr(config, "num_key_value_heads", None) or config.num_attention_heads,
@@ -57,6 +62,20 @@ def _check_positive_flags(args: argparse.Namespace) -> None:
         raise UserInputError("must be >= 1", where="--reduce_bucket_size_in_m")
     if args.profile_steps and not parse_profile_steps(args.profile_steps):
         raise UserInputError("expected FIRST:LAST optimizer steps, e.g. 10:12", where="--profile_steps")
+
+
+def _resolve_auto_plugin(args: argparse.Namespace, config, cuda: bool, world_size: int) -> None:
+    """--plugin auto -> the fastest plugin that fits by plugin_choice's estimate; logged with the reason."""
+    import torch
+
+    from .plugin_choice import ModelShape, choose_plugin
+
+    device_bytes = (min(torch.cuda.get_device_properties(i).total_memory for i in range(torch.cuda.device_count()))
+                    if cuda else 0)
+    args.plugin, why = choose_plugin(ModelShape.of(config), cuda=cuda, gpus=world_size, device_bytes=device_bytes,
+                                     tokens_per_micro_batch=args.micro_batch_size * args.max_length,
+                                     grad_checkpoint=args.use_grad_checkpoint)
+    logger.info("--plugin auto chose %s: %s", args.plugin, why)
 
 
 def _load_model_config(args: argparse.Namespace):
