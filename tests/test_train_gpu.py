@@ -112,7 +112,7 @@ def test_fast_zero_step_trains_like_the_library_step(tmp_path, tiny_model_dir, g
         assert runs["fast"][step]["loss"] == pytest.approx(row["loss"], rel=1e-2, abs=1e-2), step
 
 
-@pytest.mark.parametrize("tp", [1, 2])
+@pytest.mark.parametrize("tp", [1, 2], ids=["tp1", "tp2-2gpus"])
 def test_3d_isolates_packed_documents(tiny_model_dir, tp):
     """Under shardformer (tensor parallel), a packed document's loss equals its loss as a separate sample."""
     if torch.cuda.device_count() < tp:
