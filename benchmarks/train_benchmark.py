@@ -257,8 +257,8 @@ def compare_losses(results: list[dict]) -> None:
 def markdown(results: list[dict], ceiling: float | None, device: str) -> str:
     lines = [f"Device: {device}; bf16 matmul ceiling measured: "
              f"{f'{ceiling:.0f} TFLOP/s' if ceiling else 'n/a (no GPU)'}", "",
-             "| config | GPUs | seq | mb x acc | tokens/s/GPU | TFLOP/s/GPU | MFU | peak mem GiB | vs strongest FSDP2 peer "
-             "| vs first variant |",
+             "| config | GPUs | seq | mb x acc | tokens/s/GPU | TFLOP/s/GPU | MFU | peak mem GiB "
+             "| vs strongest FSDP2 peer | vs first variant |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         if not r["ok"]:
@@ -269,7 +269,8 @@ def markdown(results: list[dict], ceiling: float | None, device: str) -> str:
         versus = (f"{r['speedup_vs']:.3f}x; loss diff max {r['max_abs_loss_diff']}, last 10 steps "
                   f"{r['max_abs_loss_diff_last10']}" if "loss_vs" in r else "")
         peer = f"{r['vs_strongest_peer']:.3f}x" if "vs_strongest_peer" in r else ""
-        lines.append(f"| {r['name']} | {r['nproc']} | {r['seq_len']} | {r['micro_batch_size']} x {r['accumulation_steps']} "
+        lines.append(f"| {r['name']} | {r['nproc']} | {r['seq_len']} "
+                     f"| {r['micro_batch_size']} x {r['accumulation_steps']} "
                      f"| {r['tokens_per_s_per_gpu']:,.0f} | {r['tflops_per_gpu']:.1f} "
                      f"| {mfu} | {r['peak_device_memory_gib']} | {peer} | {versus} |")
     return "\n".join(lines) + "\n"

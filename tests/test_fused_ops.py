@@ -162,7 +162,8 @@ def test_resolve_fusion_defaults_and_refusals():
 def test_resolve_fusion_liger_choices():
     # no CUDA here: auto never picks liger, asking for it names the flag and why
     assert resolve_fusion("auto", "auto", "zero2", cuda=False) == Fusion(norm=False, loss=True, compile_loss=False)
-    for fused_ops_value, fused_loss_value, flag in (("liger", "auto", "--fused_ops"), ("auto", "linear", "--fused_loss")):
+    for fused_ops_value, fused_loss_value, flag in (("liger", "auto", "--fused_ops"),
+                                                    ("auto", "linear", "--fused_loss")):
         with pytest.raises(UserInputError, match=f"{flag}.*needs liger-kernel.*CUDA"):
             resolve_fusion(fused_ops_value, fused_loss_value, "zero2", cuda=False)
         # Gemini's chunked weights and 3d's shardformer are refused whatever the machine

@@ -72,7 +72,8 @@ FUSED_CASES = [("zero2", ["--fused_ops", "on", "--fused_loss", "on"], "RMSNorm f
 
 
 @pytest.mark.parametrize("plugin, flags, described", FUSED_CASES,
-                         ids=[f"{p}-{'-'.join(f.lstrip('-') for f in flags) or 'default'}" for p, flags, _ in FUSED_CASES])
+                         ids=[f"{p}-{'-'.join(f.lstrip('-') for f in flags) or 'default'}"
+                              for p, flags, _ in FUSED_CASES])
 def test_fused_kernels_train_like_the_reference(tmp_path, tiny_model_dir, gpu_data, plugin, flags, described):
     """The fused kernels (torch's, the compiled loss, liger-kernel's, with and without --compile) give the
     reference loss curve; the defaults are the ones the docs name."""

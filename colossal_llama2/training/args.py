@@ -66,8 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
       help="Attention kernel. auto: flash-attn 2 with --use_flash_attn if importable, else torch's varlen flash "
            "kernel on CUDA (packed documents isolated without a mask), else SDPA with a block mask.")
     a("--compile", action="store_true",
-      help="Experimental: torch.compile each decoder layer (zero2, zero2_cpu, ddp). Measured slower on the "
-           "1b shape on an H100 (docs/benchmarks.md).")
+      help="Experimental: torch.compile each decoder layer (zero2, zero2_cpu, ddp). Measured no faster: 1b "
+           "shape on an H100, and 0.99x with liger's kernels at 7b's layer shapes on an H200 (docs/benchmarks.md).")
     a("--fused_ops", default="auto", choices=("auto", "on", "liger", "off"),
       help="on: LLaMA's RMSNorm as torch's fused F.rms_norm (one kernel instead of eight; outputs within one bf16 "
            "ulp); with ddp's bf16 autocast, also keep activations in bf16 (weights stay fp32). liger: "

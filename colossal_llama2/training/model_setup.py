@@ -4,8 +4,8 @@
 which patches are on and why; it is logged once at start. ``build_model`` applies the ones that must exist
 before the optimizer (gradient checkpointing, freezing); ``apply_patches_after_boost`` the ones that act on
 the boosted model (fused RMSNorm or liger-kernel's kernels, the fused linear loss, per-layer compile,
-NEFTune, ddp's bf16 residual stream), so the plugins' own wrappers and hooks stay outside of them. A new patch gets a field here, a line in ``describe`` and its
-application in one of the two functions.
+NEFTune, ddp's bf16 residual stream), so the plugins' own wrappers and hooks stay outside of them. A new
+patch gets a field here, a line in ``describe`` and its application in one of the two functions.
 """
 from __future__ import annotations
 
