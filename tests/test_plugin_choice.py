@@ -18,7 +18,8 @@ def shape(name: str) -> ModelShape:
 
 
 # (shape, plugin, GPUs, measured peak GiB at seq 4096, mb 1, no grad-ckpt; docs/benchmarks.md)
-MEASURED = [("7b_8l", "zero2", 1, 40.77), ("7b", "zero2", 2, 73.4), ("1b", "ddp", 1, 23.7)]
+MEASURED = [("7b_8l", "zero2", 1, 40.77), ("7b", "zero2", 2, 73.4), ("1b", "ddp", 1, 23.7),
+            ("7b_8l", "gemini", 1, 35.93)]
 
 
 @pytest.mark.parametrize("name, plugin, gpus, peak_gib", MEASURED)

@@ -16,8 +16,9 @@ plus activations (no gradient checkpointing: ~40 bytes per token, layer and hidd
 3 GB for the CUDA context and workspaces. Calibrated against measured peaks (tests/test_plugin_choice.py,
 within -5% and +25% of each):
 zero2 at 2.2 B parameters on one H200 (40.8 GiB measured, 43.3 GB estimated) and at 7 B on two (73.4 GiB,
-87.9 GB), ddp at 1.1 B on one H100 (23.7 GiB, 25.6 GB). Most estimates err on the high side; a plugin is
-chosen only if its estimate is below 90% of the smallest GPU's memory.
+87.9 GB), ddp at 1.1 B on one H100 (23.7 GiB, 25.6 GB), gemini at 2.2 B on one H200 (35.9 GiB, 43.3 GB).
+Most estimates err on the high side; a plugin is chosen only if its estimate is below 90% of the smallest
+GPU's memory.
 """
 from __future__ import annotations
 
