@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--fused_loss", default="auto", choices=("auto", "on", "linear", "off"),
       help="on: cross-entropy that computes loss and gradient in one pass over the logits, without fp32 copies of "
            "them (compiled on CUDA). linear: liger-kernel's fused linear cross-entropy, lm_head and loss chunk by "
-           "chunk so the logits never exist in full (zero2, zero2_cpu; less memory, but 0.9x the speed of on at "
+           "chunk so the logits never exist in full (zero2, zero2_cpu; less memory, but 0.85x the speed of on at "
            "7b's shapes: for micro-batches that would not fit otherwise). auto: on except for 3d, whose "
            "shardformer model computes the loss.")
     a("--zero_step", default="fast", choices=("fast", "library"),

@@ -118,7 +118,7 @@ def resolve_fusion(fused_ops: str, fused_loss: str, plugin: str, cuda: bool) -> 
 
     UserInputError for what cannot run here. auto: liger's kernels where they run (zero2/zero2_cpu on CUDA
     with liger-kernel installed: 1.05x at 7b's layer shapes), else F.rms_norm on CUDA; the compiled fused
-    loss (liger's fused linear loss measured 0.90x there: it is for micro-batches that would not fit).
+    loss (liger's fused linear loss measured 0.85x there: it is for micro-batches that would not fit).
     """
     from ..utils.errors import UserInputError
     from .liger_ops import LIGER_PLUGINS, liger_available

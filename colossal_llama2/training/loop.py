@@ -145,7 +145,8 @@ class Trainer:
             self.booster.load_model(self.model, ckpt.weights_path(args.pretrained))
         fast_step = args.plugin in ("zero2", "zero2_cpu") and args.zero_step == "fast"
         if fast_step and speed_up_zero_optimizer(self.optimizer):
-            logger.info("zero2: gradient norm in fp32 with foreach kernels, no multiplication by 1 (zero_speed.py)")
+            logger.info("zero2: gradient norm in fp32 with foreach kernels, clipping inside the Adam kernel "
+                        "(zero_speed.py)")
 
     def _build_step_parts(self) -> None:
         """Patches of the boosted model, the loss, and what each step reports to."""
