@@ -92,12 +92,7 @@ class Guard:
         except FileNotFoundError:
             _say(f"error: command not found: {self.command[0]}")
             return 127
-        while True:
-            try:
-                code = self.proc.wait()
-                break
-            except InterruptedError:  # pragma: no cover - PEP 475 retries wait() itself
-                continue
+        code = self.proc.wait()  # signal handlers run meanwhile; wait() resumes after them (PEP 475)
         if code < 0:
             return 128 - code
         return code

@@ -143,10 +143,10 @@ class Trainer:
                                                                                  lr_scheduler=lr_scheduler)
         if self.patches.lazy_init and not args.random_init:
             self.booster.load_model(self.model, ckpt.weights_path(args.pretrained))
-        fast_step = args.plugin in ("zero2", "zero2_cpu") and args.zero_step == "fast"
-        if fast_step and speed_up_zero_optimizer(self.optimizer):
-            logger.info("zero2: gradient norm in fp32 with foreach kernels, clipping inside the Adam kernel "
-                        "(zero_speed.py)")
+        if args.plugin in ("zero2", "zero2_cpu") and args.zero_step == "fast":
+            installed = speed_up_zero_optimizer(self.optimizer)
+            if installed:
+                logger.info("zero2: %s (zero_speed.py)", installed)
 
     def _build_step_parts(self) -> None:
         """Patches of the boosted model, the loss, and what each step reports to."""

@@ -62,13 +62,14 @@ def _adam_step_with_div_scale(zero_optimizer, adam):
     return step
 
 
-def speed_up_zero_optimizer(optimizer) -> bool:
-    """Install both on a boosted LowLevelZeroOptimizer (the Booster's OptimizerWrapper or the optimizer)."""
+def speed_up_zero_optimizer(optimizer) -> str | None:
+    """Install both on a boosted LowLevelZeroOptimizer (the Booster's OptimizerWrapper or the optimizer);
+    returns what was installed, for the log, or None when ``optimizer`` is not one."""
     from colossalai.zero.low_level.low_level_optim import LowLevelZeroOptimizer
 
     inner = optimizer if isinstance(optimizer, LowLevelZeroOptimizer) else getattr(optimizer, "optim", None)
     if not isinstance(inner, LowLevelZeroOptimizer):
-        return False
+        return None
     from colossalai.nn.optimizer import HybridAdam
 
     inner._compute_grad_norm = types.MethodType(grad_norm_fp32, inner)
@@ -77,4 +78,5 @@ def speed_up_zero_optimizer(optimizer) -> bool:
     if type(inner.optim) is HybridAdam and not inner._cpu_offload:
         inner._adam_divides = True
         inner.optim.step = _adam_step_with_div_scale(inner, inner.optim)
-    return True
+        return "gradient norm in fp32 with foreach kernels, clipping inside the Adam kernel"
+    return "gradient norm in fp32 with foreach kernels, clipping as one foreach multiplication (skipped at 1)"
