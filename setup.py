@@ -55,7 +55,8 @@ setup(
         "flash-attn": ["flash-attn>=2.5"],
         # liger-kernel's Triton kernels (--fused_ops liger, --fused_loss linear; the CUDA default for zero2).
         # 0.7 and later need transformers >= 4.52, and colossalai 0.5.0 pins 4.51.3.
-        "gpu": ["liger-kernel>=0.6.5,<0.7"],
+        # torchao: float8 training (--fp8 tensorwise/rowwise).
+        "gpu": ["liger-kernel>=0.6.5,<0.7", "torchao>=0.18"],
         "dev": ["pytest>=7", "pytest-xdist", "matplotlib"],
     },
     license="Apache-2.0",

@@ -42,10 +42,21 @@ def build_model(shape: str, seq_len: int, liger: bool):
     return model
 
 
-def shard(model, compile_blocks: bool):
+def shard(model, compile_blocks: bool, float8: str | None = None):
     import torch
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
+    if float8:
+        # torchao's float8 training on the decoder layers' linears, as torchtitan does it: before sharding,
+        # fp8 all-gather of the weights with scales precomputed once per step for tensorwise
+        from torchao.float8 import Float8LinearConfig, convert_to_float8_training
+
+        from colossal_llama2.training.fp8 import decoder_linear_filter
+
+        config = Float8LinearConfig.from_recipe_name(float8)
+        if float8 == "tensorwise":
+            config = Float8LinearConfig(enable_fsdp_float8_all_gather=True)
+        convert_to_float8_training(model, config=config, module_filter_fn=decoder_linear_filter)
     policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
     for i, block in enumerate(model.model.layers):
         if compile_blocks:
@@ -66,6 +77,8 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=4, help="steps left out of the timing")
     p.add_argument("--compile", action="store_true", help="torch.compile each decoder layer")
     p.add_argument("--liger", action="store_true", help="liger-kernel RMSNorm/RoPE/SwiGLU/fused linear CE")
+    p.add_argument("--float8", choices=("tensorwise", "rowwise"), default=None,
+                   help="torchao float8 training for the decoder layers' linears")
     p.add_argument("--lr", type=float, default=3e-4, help="AdamW learning rate")
     args = p.parse_args(argv)
 
@@ -75,7 +88,7 @@ def main(argv=None) -> int:
     dist.init_process_group("nccl")
     rank, world = dist.get_rank(), dist.get_world_size()
     torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    model = shard(build_model(args.shape, args.seq_len, args.liger), args.compile)
+    model = shard(build_model(args.shape, args.seq_len, args.liger), args.compile, args.float8)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.1, fused=True)
     vocab = model.config.vocab_size
     gen = torch.Generator(device="cuda").manual_seed(1234 + rank)
@@ -92,13 +105,18 @@ def main(argv=None) -> int:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        if args.float8 == "tensorwise":
+            from torchao.float8 import precompute_float8_dynamic_scale_for_fsdp
+
+            precompute_float8_dynamic_scale_for_fsdp(model)
         dist.all_reduce(total)
         torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
         losses.append(total.item() / world)
     tokens_per_step = args.micro_batch_size * args.grad_accum * args.seq_len
     step_s = statistics.median(times[args.warmup:])
-    result = {"setup": "fsdp2" + ("+compile" if args.compile else "") + ("+liger" if args.liger else ""),
+    result = {"setup": "fsdp2" + ("+compile" if args.compile else "") + ("+liger" if args.liger else "") +
+                       (f"+float8 {args.float8}" if args.float8 else ""),
               "shape": args.shape, "gpus": world, "seq_len": args.seq_len, "micro_batch_size": args.micro_batch_size,
               "grad_accum": args.grad_accum, "tokens_per_gpu_per_step": tokens_per_step,
               "tokens_per_s_per_gpu": round(tokens_per_step / step_s, 1),

@@ -171,7 +171,9 @@ def param_count(shape: str) -> int:
     return 2 * v * h + layers * (2 * h * h + 2 * h * kv + 3 * h * i + 2 * h) + h
 
 
-PEERS = {"plain": [], "compile_liger": ["--compile", "--liger"], "compile": ["--compile"], "liger": ["--liger"]}
+PEERS = {"plain": [], "compile_liger": ["--compile", "--liger"], "compile": ["--compile"], "liger": ["--liger"],
+         "compile_liger_float8": ["--compile", "--liger", "--float8", "tensorwise"],
+         "compile_liger_float8_rowwise": ["--compile", "--liger", "--float8", "rowwise"]}
 
 
 def run_peer(args, shape: str, peer: str, out: Path) -> dict:

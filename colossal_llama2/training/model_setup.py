@@ -19,6 +19,7 @@ from ..utils.logging import get_logger
 from .attention import choose_attn_implementation
 from .ddp_speed import bf16_residual_stream
 from .liger_ops import apply_liger_kernels, enable_linear_loss
+from .fp8 import TORCHAO_RECIPES, apply_float8
 from .freeze import freeze_non_embedding_params
 from .fused_ops import Fusion, fuse_llama_norms
 from .neftune import NEFTune
@@ -35,6 +36,7 @@ class ModelPatches:
     isolate_documents: bool       # packed documents attend only to themselves
     fusion: Fusion                # fused RMSNorm / fused cross-entropy
     compile_layers: bool          # torch.compile per decoder layer
+    fp8: str                      # off, torchao's tensorwise/rowwise Float8Linear, or colossalai's (plugin)
     grad_checkpoint: bool
     freeze_non_embeddings: bool
     neftune_alpha: float | None   # None: NEFTune off
@@ -46,7 +48,8 @@ class ModelPatches:
         parts = [f"attention {self.attn_implementation}",
                  "packed documents " + ("isolated" if self.isolate_documents else "NOT isolated"),
                  self.fusion.describe()]
-        for on, text in ((self.compile_layers, "decoder layers compiled"),
+        for on, text in ((self.fp8 != "off", f"fp8 linears ({self.fp8})"),
+                         (self.compile_layers, "decoder layers compiled"),
                          (self.grad_checkpoint, "gradient checkpointing"),
                          (self.freeze_non_embeddings, "only embeddings trained"),
                          (self.neftune_alpha is not None, f"NEFTune alpha {self.neftune_alpha}"),
@@ -69,6 +72,7 @@ def plan_model_patches(args: argparse.Namespace, fusion: Fusion, precision: str,
         isolate_documents=True,
         fusion=fusion,
         compile_layers=args.compile,
+        fp8=args.fp8,
         grad_checkpoint=args.use_grad_checkpoint,
         freeze_non_embeddings=args.freeze_non_embeds_params,
         neftune_alpha=args.neft_alpha if args.use_neft else None,
@@ -111,6 +115,12 @@ def apply_patches_after_boost(unwrapped: torch.nn.Module, patches: ModelPatches)
         logger.info("fused RMSNorm: %d modules run as F.rms_norm", fuse_llama_norms(unwrapped))
     if patches.fusion.linear_loss:
         enable_linear_loss(unwrapped, ignore_index=IGNORE_INDEX)
+    if patches.fp8 in TORCHAO_RECIPES:
+        # after the kernel patches (liger's MLP calls its projections as modules: they get swapped too), before
+        # compiling, so that the casts to fp8 fuse into each layer's graph
+        logger.info("--fp8 %s: %d decoder linears run as torchao Float8Linear%s", patches.fp8,
+                    apply_float8(unwrapped, patches.fp8),
+                    "" if patches.compile_layers else " (eager: without --compile its casts cost more than it saves)")
     if patches.compile_layers:
         # Per decoder layer, after boosting: the plugin's wrappers and hooks stay outside the compiled code.
         for layer in unwrapped.model.layers:

@@ -8,10 +8,13 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from ..dataset.loader import TokenizedDataset, load_tokenized_dataset
 from ..utils.errors import UserInputError
 from ..utils.logging import get_logger
 from . import checkpoint as ckpt
+from .fp8 import check_fp8
 from .fused_ops import Fusion, resolve_fusion
 from .plugins import check_plugin_args
 
@@ -124,6 +127,9 @@ def _check_speed_flags(args: argparse.Namespace, cuda: bool) -> Fusion:
     if args.compile and args.plugin not in ("zero2", "zero2_cpu", "ddp"):
         raise UserInputError(f"not supported with --plugin {args.plugin} (Gemini's parameter hooks and "
                              f"shardformer's replaced forwards do not trace); use zero2 or ddp", where="--compile")
+    check_fp8(args.fp8, plugin=args.plugin, capability=torch.cuda.get_device_capability() if cuda else None,
+              experimental=args.fp8_experimental,
+              padding_mode=args.padding_mode, max_length=args.max_length)
     return resolve_fusion(args.fused_ops, args.fused_loss, args.plugin, cuda)  # raises for what cannot run
 
 
