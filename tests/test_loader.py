@@ -70,6 +70,13 @@ def test_collator_pads_with_ignored_labels_and_mask(mode):
         PaddingCollator(pad_token_id=0, max_length=5)(samples)
 
 
+def test_collator_rounds_longest_width_up_for_fp8():
+    samples = [{"input_ids": [1, 5, 6, 2, 7, 2, 8], "labels": [-100, 5, 6, 2, 7, 2, 8]}]
+    batch = PaddingCollator(pad_token_id=0, max_length=32, padding_mode="longest", pad_to_multiple_of=16)(samples)
+    assert batch["input_ids"].shape == (1, 16)
+    assert batch["labels"][0, 7:].eq(IGNORE_INDEX).all() and batch["attention_mask"].sum() == 7
+
+
 def test_sampler_shards_cover_everything_and_reshuffle_per_epoch():
     n, world = 11, 2
     samplers = [ResumableDistributedSampler(n, world, r, shuffle=True, seed=7) for r in range(world)]

@@ -115,23 +115,21 @@ def test_fp8_refused_on_cpu(monkeypatch, tmp_path, tiny_model_dir, datasets_dir)
 HOPPER = (9, 0)
 
 
-@pytest.mark.parametrize("choice, plugin, capability, padding, experimental, says", [
-    ("tensorwise", "gemini", HOPPER, "max_length", True, "works with --plugin zero2, zero2_cpu, ddp, not gemini"),
-    ("colossalai", "ddp", HOPPER, "max_length", True, "works with --plugin zero2, zero2_cpu, 3d, not ddp"),
-    ("rowwise", "zero2", HOPPER, "longest", True, "needs --padding_mode max_length"),
-    ("tensorwise", "zero2", (8, 0), "max_length", True, "compute capability 8.9"),
-    ("tensorwise", "zero2", HOPPER, "max_length", False, "pass --fp8_experimental"),
-    ("colossalai", "zero2", HOPPER, "max_length", False, "the bar is 1.2x the best bf16 path"),
-], ids=["plugin", "colossalai-plugin", "padding", "ampere", "not-experimental", "colossalai-not-experimental"])
-def test_fp8_refusals(choice, plugin, capability, padding, experimental, says):
+@pytest.mark.parametrize("choice, plugin, capability, max_length, experimental, says", [
+    ("tensorwise", "gemini", HOPPER, 4096, True, "works with --plugin zero2, zero2_cpu, ddp, not gemini"),
+    ("colossalai", "ddp", HOPPER, 4096, True, "works with --plugin zero2, zero2_cpu, 3d, not ddp"),
+    ("rowwise", "zero2", HOPPER, 4000 + 1, True, "--max_length divisible by 16 (got 4001)"),
+    ("tensorwise", "zero2", (8, 0), 4096, True, "compute capability 8.9"),
+    ("tensorwise", "zero2", HOPPER, 4096, False, "pass --fp8_experimental"),
+    ("colossalai", "zero2", HOPPER, 4096, False, "the bar is 1.2x the best bf16 path"),
+], ids=["plugin", "colossalai-plugin", "max-length", "ampere", "not-experimental", "colossalai-not-experimental"])
+def test_fp8_refusals(choice, plugin, capability, max_length, experimental, says):
     """--fp8 names the flag for a plugin that cannot run it, variable token counts, a GPU without fp8, and
     until it is fast enough, a run without --fp8_experimental."""
     from colossal_llama2.training.fp8 import check_fp8
 
     with pytest.raises(UserInputError) as err:
-        check_fp8(choice, plugin=plugin, capability=capability, experimental=experimental, padding_mode=padding,
-                  max_length=4096)
+        check_fp8(choice, plugin=plugin, capability=capability, experimental=experimental, max_length=max_length)
     assert err.value.where == "--fp8" and says in str(err.value), str(err.value)
     # where it can run: no error (colossalai's needs no torchao, which the CPU install lacks)
-    check_fp8("colossalai", plugin="zero2", capability=HOPPER, experimental=True, padding_mode="longest",
-              max_length=4096)
+    check_fp8("colossalai", plugin="zero2", capability=HOPPER, experimental=True, max_length=4096)

@@ -139,7 +139,7 @@ def test_fp8_trains_like_bf16(tmp_path, tiny_model_dir, gpu_data, choice, flags)
     if choice != "colossalai":
         pytest.importorskip("torchao")
     common = ["--pretrained", tiny_model_dir, "--dataset", gpu_data, "--plugin", "zero2", "--mixed_precision", "bf16",
-              "--max_length", 64, "--micro_batch_size", 4, "--lr", 1e-2, "--padding_mode", "max_length",
+              "--max_length", 64, "--micro_batch_size", 4, "--lr", 1e-2, "--padding_mode", "longest",
               "--max_steps", 6, "-s", 1, "--no_save", "--config_file", tmp_path / "c.json", "--seed", 3, *flags]
     runs = {}
     for name, extra in (("bf16", []), ("fp8", ["--fp8", choice, "--fp8_experimental"])):

@@ -144,11 +144,13 @@ class PaddingCollator:
     ``max_length``. Right padding with ``pad_token_id``; labels -100 and attention mask 0 on padding.
     ``document_ids`` (0, 1, ... per packed document, -1 on padding) lets the trainer build a
     block-diagonal attention mask. A sample longer than ``max_length`` is an error, never cut silently.
+    ``pad_to_multiple_of`` rounds the longest-mode width up (fp8 matmuls need multiples of 16 tokens).
     """
 
     pad_token_id: int
     max_length: int
     padding_mode: str = "longest"
+    pad_to_multiple_of: int = 1
 
     def __post_init__(self) -> None:
         if self.padding_mode not in ("longest", "max_length"):
@@ -159,6 +161,7 @@ class PaddingCollator:
         if max(lengths) > self.max_length:
             raise ValueError(f"sample of {max(lengths)} tokens exceeds max_length {self.max_length}")
         width = self.max_length if self.padding_mode == "max_length" else max(lengths)
+        width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
         n = len(samples)
         input_ids = torch.full((n, width), self.pad_token_id, dtype=torch.long)
         labels = torch.full((n, width), IGNORE_INDEX, dtype=torch.long)

@@ -24,6 +24,7 @@ import torch
 
 from ..utils.errors import UserInputError
 
+FP8_TOKEN_MULTIPLE = 16  # fp8 matmuls take dimensions in multiples of 16, the token count included
 FP8_CHOICES = ("off", "tensorwise", "rowwise", "colossalai")
 TORCHAO_RECIPES = ("tensorwise", "rowwise")
 FP8_PLUGINS = {"tensorwise": ("zero2", "zero2_cpu", "ddp"), "rowwise": ("zero2", "zero2_cpu", "ddp"),
@@ -36,7 +37,7 @@ FP8_BEST_MEASURED = "not yet measured"
 
 
 def check_fp8(choice: str, *, plugin: str, capability: tuple[int, int] | None, experimental: bool,
-              padding_mode: str, max_length: int) -> None:
+              max_length: int) -> None:
     """Raise UserInputError, naming --fp8, for an fp8 setting that cannot or should not run here.
 
     ``capability``: the GPU's CUDA compute capability, None without one."""
@@ -45,10 +46,11 @@ def check_fp8(choice: str, *, plugin: str, capability: tuple[int, int] | None, e
     if plugin not in FP8_PLUGINS[choice]:
         raise UserInputError(f"--fp8 {choice} works with --plugin {', '.join(FP8_PLUGINS[choice])}, not "
                              f"{plugin}", where="--fp8")
-    if choice in TORCHAO_RECIPES and (padding_mode != "max_length" or max_length % 16):
+    if max_length % FP8_TOKEN_MULTIPLE:
         # the weight gradient's matmul runs over the tokens: fp8 matmuls need that dimension in multiples of 16
-        raise UserInputError(f"--fp8 {choice} needs --padding_mode max_length and a --max_length divisible by 16 "
-                             f"(got {padding_mode}, {max_length})", where="--fp8")
+        # (batches are padded to such widths, which must not pass --max_length)
+        raise UserInputError(f"--fp8 needs a --max_length divisible by {FP8_TOKEN_MULTIPLE} (got {max_length})",
+                             where="--fp8")
     if capability is None or capability < (8, 9):
         raise UserInputError("fp8 matmuls need a CUDA GPU of compute capability 8.9 or newer (Ada, Hopper)",
                              where="--fp8")

@@ -33,6 +33,7 @@ from . import checkpoint as ckpt
 from .ddp_speed import register_sum_gradients
 from .evaluation import evaluate
 from .metrics import MetricsWriter, device_peak_tflops, flops_per_token, peak_memory
+from .fp8 import FP8_TOKEN_MULTIPLE
 from .model_setup import DTYPES, apply_patches_after_boost, build_model, plan_model_patches
 from .optim import StepPlan, make_optimizer, make_scheduler
 from .plugins import data_parallel, make_booster, make_plugin, precision_for
@@ -125,7 +126,8 @@ class Trainer:
             logger.info("%d sample(s) repeated so that %d data-parallel ranks get equal shares",
                         self.sampler.padding, self.dp.size)
         pad_id = self.tokenizer.eos_token_id if args.pad_token == "eos" else self.tokenizer.unk_token_id
-        self.collator = PaddingCollator(pad_id, args.max_length, args.padding_mode)
+        self.collator = PaddingCollator(pad_id, args.max_length, args.padding_mode,
+                                        pad_to_multiple_of=FP8_TOKEN_MULTIPLE if args.fp8 != "off" else 1)
         self.plan = StepPlan.make(self.sampler.num_samples, micro_batch_size=args.micro_batch_size,
                                   accumulation_steps=args.accumulation_steps, num_epochs=args.num_epochs,
                                   max_steps=args.max_steps, warmup_steps=args.warmup_steps)

@@ -128,8 +128,7 @@ def _check_speed_flags(args: argparse.Namespace, cuda: bool) -> Fusion:
         raise UserInputError(f"not supported with --plugin {args.plugin} (Gemini's parameter hooks and "
                              f"shardformer's replaced forwards do not trace); use zero2 or ddp", where="--compile")
     check_fp8(args.fp8, plugin=args.plugin, capability=torch.cuda.get_device_capability() if cuda else None,
-              experimental=args.fp8_experimental,
-              padding_mode=args.padding_mode, max_length=args.max_length)
+              experimental=args.fp8_experimental, max_length=args.max_length)
     return resolve_fusion(args.fused_ops, args.fused_loss, args.plugin, cuda)  # raises for what cannot run
 
 
