@@ -127,8 +127,7 @@ def test_3d_isolates_packed_documents(tiny_model_dir, tp):
     assert abs(result["packed_not_isolated"] - result["alone"]) > 2e-3, result
 
 
-FP8_CASES = [("tensorwise", ["--compile", "--fused_ops", "on"]), ("rowwise", ["--compile", "--fused_ops", "on"]),
-             ("colossalai", [])]
+FP8_CASES = [("tensorwise", ["--compile", "--fused_ops", "on"]), ("rowwise", ["--compile", "--fused_ops", "on"])]
 
 
 @pytest.mark.parametrize("choice, flags", FP8_CASES, ids=[c for c, _ in FP8_CASES])
@@ -136,8 +135,7 @@ def test_fp8_trains_like_bf16(tmp_path, tiny_model_dir, gpu_data, choice, flags)
     """--fp8 runs its matmuls in fp8 (the losses move off bf16's) and stays within fp8's error of the bf16 curve."""
     if torch.cuda.get_device_capability() < (8, 9):
         pytest.skip("fp8 matmuls need compute capability 8.9+")
-    if choice != "colossalai":
-        pytest.importorskip("torchao")
+    pytest.importorskip("torchao")
     common = ["--pretrained", tiny_model_dir, "--dataset", gpu_data, "--plugin", "zero2", "--mixed_precision", "bf16",
               "--max_length", 64, "--micro_batch_size", 4, "--lr", 1e-2, "--padding_mode", "longest",
               "--max_steps", 6, "-s", 1, "--no_save", "--config_file", tmp_path / "c.json", "--seed", 3, *flags]
@@ -146,8 +144,8 @@ def test_fp8_trains_like_bf16(tmp_path, tiny_model_dir, gpu_data, choice, flags)
         proc = run_distributed(TRAIN, [*common, *extra, "--tensorboard_dir", tmp_path / name], nproc=1, timeout=600)
         runs[name] = metrics(tmp_path / name)
     assert f"fp8 linears ({choice})" in proc.stdout
-    if choice != "colossalai":  # 2 layers x (q, k, v, o, gate, up, down); lm_head stays bf16
-        assert "14 decoder linears run as torchao Float8Linear" in proc.stdout
+    # 2 layers x (q, k, v, o, gate, up, down); lm_head stays bf16
+    assert "14 decoder linears run as torchao Float8Linear" in proc.stdout
     assert sorted(runs["fp8"]) == sorted(runs["bf16"]) == list(range(1, 7))
     diffs = [abs(runs["fp8"][s]["loss"] - row["loss"]) for s, row in runs["bf16"].items()]
     assert max(diffs) > 0, "identical losses: the fp8 path did not run"

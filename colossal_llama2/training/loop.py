@@ -79,8 +79,7 @@ class Trainer:
                     self.patches.describe(), self.world_size)
         self.plugin = make_plugin(args.plugin, precision=self.precision, max_norm=args.gradient_clipping, tp=args.tp,
                                   zero=args.zero, accumulation_steps=args.accumulation_steps,
-                                  reduce_bucket_size_in_m=args.reduce_bucket_size_in_m,
-                                  use_fp8=args.fp8 == "colossalai")
+                                  reduce_bucket_size_in_m=args.reduce_bucket_size_in_m)
         self.booster = make_booster(args.plugin, self.plugin, self.precision, self.cuda)
         self.dp = data_parallel(self.plugin, args.plugin)
         self.tokenizer = self._load_tokenizer()

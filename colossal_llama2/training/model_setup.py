@@ -19,7 +19,7 @@ from ..utils.logging import get_logger
 from .attention import choose_attn_implementation
 from .ddp_speed import bf16_residual_stream
 from .liger_ops import apply_liger_kernels, enable_linear_loss
-from .fp8 import TORCHAO_RECIPES, apply_float8
+from .fp8 import apply_float8
 from .freeze import freeze_non_embedding_params
 from .fused_ops import Fusion, fuse_llama_norms
 from .neftune import NEFTune
@@ -36,7 +36,7 @@ class ModelPatches:
     isolate_documents: bool       # packed documents attend only to themselves
     fusion: Fusion                # fused RMSNorm / fused cross-entropy
     compile_layers: bool          # torch.compile per decoder layer
-    fp8: str                      # off, torchao's tensorwise/rowwise Float8Linear, or colossalai's (plugin)
+    fp8: str                      # off, or the torchao Float8Linear recipe: tensorwise, rowwise
     grad_checkpoint: bool
     freeze_non_embeddings: bool
     neftune_alpha: float | None   # None: NEFTune off
@@ -115,7 +115,7 @@ def apply_patches_after_boost(unwrapped: torch.nn.Module, patches: ModelPatches)
         logger.info("fused RMSNorm: %d modules run as F.rms_norm", fuse_llama_norms(unwrapped))
     if patches.fusion.linear_loss:
         enable_linear_loss(unwrapped, ignore_index=IGNORE_INDEX)
-    if patches.fp8 in TORCHAO_RECIPES:
+    if patches.fp8 != "off":
         # after the kernel patches (liger's MLP calls its projections as modules: they get swapped too), before
         # compiling, so that the casts to fp8 fuse into each layer's graph
         logger.info("--fp8 %s: %d decoder linears run as torchao Float8Linear%s", patches.fp8,

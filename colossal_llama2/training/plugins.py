@@ -43,7 +43,7 @@ def precision_for(plugin: str, mixed_precision: str | None, cuda: bool) -> str:
 
 
 def make_plugin(plugin: str, *, precision: str, max_norm: float, tp: int, zero: int, accumulation_steps: int,
-                reduce_bucket_size_in_m: int = 12, use_fp8: bool = False):
+                reduce_bucket_size_in_m: int = 12):
     """Build the Colossal-AI plugin. Gradient clipping is done by the plugin where it owns the gradients."""
     from colossalai.booster.plugin import GeminiPlugin, HybridParallelPlugin, LowLevelZeroPlugin, TorchDDPPlugin
 
@@ -57,13 +57,11 @@ def make_plugin(plugin: str, *, precision: str, max_norm: float, tp: int, zero: 
                             enable_gradient_accumulation=accumulation_steps > 1)
     if plugin in ("zero2", "zero2_cpu"):
         return LowLevelZeroPlugin(stage=2, precision=precision, initial_scale=2**16, max_norm=max_norm,
-                                  cpu_offload=plugin == "zero2_cpu", reduce_bucket_size_in_m=reduce_bucket_size_in_m,
-                                  use_fp8=use_fp8)
+                                  cpu_offload=plugin == "zero2_cpu", reduce_bucket_size_in_m=reduce_bucket_size_in_m)
     if plugin == "3d":
         # make_vocab_size_divisible_by=tp: never let shardformer pad the vocabulary (see check_plugin_args).
         return HybridParallelPlugin(tp_size=tp, pp_size=1, zero_stage=zero, precision=precision,
-                                    initial_scale=2**16, max_norm=max_norm, make_vocab_size_divisible_by=tp,
-                                    use_fp8=use_fp8)
+                                    initial_scale=2**16, max_norm=max_norm, make_vocab_size_divisible_by=tp)
     raise UserInputError(f"unknown plugin {plugin!r}", where="--plugin")
 
 
