@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
            "shardformer model computes the loss.")
     a("--fp8", default="off", choices=("off", "tensorwise", "rowwise"),
       help="Experimental: fp8 matmuls in the decoder layers' linear projections, torchao's float8 training with "
-           "per-tensor or per-row dynamic scales (zero2, zero2_cpu, ddp; use with --compile; a GPU of compute "
+           "per-tensor or per-row dynamic scales (zero2, zero2_cpu; use with --compile; a GPU of compute "
            "capability 8.9+; pip install -e .[gpu]). Needs --fp8_experimental: measured below the 1.2x bar "
            "(tensorwise 1.11-1.14x at 7b's layer shapes on one H200; docs/benchmarks.md).")
     a("--fp8_experimental", action="store_true",

@@ -23,7 +23,7 @@ from ..utils.errors import UserInputError
 
 FP8_TOKEN_MULTIPLE = 16  # fp8 matmuls take dimensions in multiples of 16, the token count included
 FP8_CHOICES = ("off", "tensorwise", "rowwise")
-FP8_PLUGINS = ("zero2", "zero2_cpu", "ddp")  # the model holds transformers' nn.Linear modules as they are
+FP8_PLUGINS = ("zero2", "zero2_cpu")  # bf16 weights in transformers' own nn.Linear modules (tested with zero2)
 # Why --fp8 needs --fp8_experimental; measured with benchmarks/train_benchmark.py (docs/benchmarks.md, "fp8").
 FP8_BELOW_BAR = ("fp8 is below the bar it ships at (1.2x the best bf16 path, loss within 1%): measured on one "
                  "H200 at 7b's layer shapes (7b_8l, zero2, --compile), tensorwise 1.11-1.14x with the loss "
@@ -38,8 +38,8 @@ def check_fp8(choice: str, *, plugin: str, capability: tuple[int, int] | None, e
     if choice == "off":
         return
     if plugin not in FP8_PLUGINS:
-        raise UserInputError(f"--fp8 works with --plugin {', '.join(FP8_PLUGINS)}, not {plugin} (its model "
-                             f"does not run transformers' own linear modules)", where="--fp8")
+        raise UserInputError(f"--fp8 works with --plugin {', '.join(FP8_PLUGINS)} (bf16 weights in transformers' "
+                             f"own linear modules, tested with zero2), not {plugin}", where="--fp8")
     if max_length % FP8_TOKEN_MULTIPLE:
         # the weight gradient's matmul runs over the tokens: fp8 matmuls need that dimension in multiples of 16
         # (batches are padded to such widths, which must not pass --max_length)
