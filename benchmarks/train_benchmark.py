@@ -172,6 +172,7 @@ def param_count(shape: str) -> int:
 
 
 PEERS = {"plain": [], "compile_liger": ["--compile", "--liger"], "compile": ["--compile"], "liger": ["--liger"],
+         "compile_float8": ["--compile", "--float8", "tensorwise"],
          "compile_liger_float8": ["--compile", "--liger", "--float8", "tensorwise"],
          "compile_liger_float8_rowwise": ["--compile", "--liger", "--float8", "rowwise"]}
 
