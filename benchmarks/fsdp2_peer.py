@@ -53,9 +53,8 @@ def shard(model, compile_blocks: bool, float8: str | None = None):
 
         from colossal_llama2.training.fp8 import decoder_linear_filter
 
-        config = Float8LinearConfig.from_recipe_name(float8)
-        if float8 == "tensorwise":
-            config = Float8LinearConfig(enable_fsdp_float8_all_gather=True)
+        config = (Float8LinearConfig(enable_fsdp_float8_all_gather=True) if float8 == "tensorwise"
+                  else Float8LinearConfig.from_recipe_name(float8))
         convert_to_float8_training(model, config=config, module_filter_fn=decoder_linear_filter)
     policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
     for i, block in enumerate(model.model.layers):

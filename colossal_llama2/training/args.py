@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
+from .fp8 import FP8_CHOICES
+
 PLUGINS = ("gemini", "gemini_auto", "zero2", "zero2_cpu", "3d", "ddp", "auto")
 
 
@@ -80,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
            "chunk so the logits never exist in full (zero2, zero2_cpu; less memory, but 0.85x the speed of on at "
            "7b's shapes: for micro-batches that would not fit otherwise). auto: on except for 3d, whose "
            "shardformer model computes the loss.")
-    a("--fp8", default="off", choices=("off", "tensorwise", "rowwise"),
+    a("--fp8", default="off", choices=FP8_CHOICES,
       help="Experimental: fp8 matmuls in the decoder layers' linear projections, torchao's float8 training with "
            "per-tensor or per-row dynamic scales (zero2, zero2_cpu; use with --compile; a GPU of compute "
            "capability 8.9+; pip install -e .[gpu]). Needs --fp8_experimental: measured below the 1.2x bar "
