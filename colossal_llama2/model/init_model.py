@@ -89,13 +89,9 @@ def _load_model(path: Path):
     return model
 
 
-def init_model(source_path: str | Path, target_tokenizer_path: str | Path, target_model_path: str | Path, *,
-               init_method: str = "mean", pad_to_multiple_of: int | None = None, max_shard_size: str = "5GB",
-               overwrite: bool = False) -> GrowthReport:
-    if init_method not in INIT_METHODS:
-        raise UserInputError(f"must be one of {', '.join(INIT_METHODS)}", where="--init_method")
-    if pad_to_multiple_of is not None and pad_to_multiple_of <= 0:
-        raise UserInputError("must be a positive integer", where="--pad_to_multiple_of")
+def _check_dirs(source_path: str | Path, target_tokenizer_path: str | Path, target_model_path: str | Path,
+                overwrite: bool) -> tuple[Path, Path, Path, bool]:
+    """(source dir, target tokenizer dir, target model dir, may the target be replaced) after the checks."""
     source_path = hf_files.check_tokenizer_dir(source_path, "--source_model_and_tokenizer_path")
     if not (source_path / "config.json").is_file():
         raise UserInputError(f"{source_path} has no config.json (not a Hugging Face model dir)",
@@ -109,33 +105,31 @@ def init_model(source_path: str | Path, target_tokenizer_path: str | Path, targe
     check_output_dir(target, overwrite or only_tokenizer, "--target_model_path")
     if target.exists() and target.resolve() == source_path.resolve():
         raise UserInputError("must differ from --source_model_and_tokenizer_path", where="--target_model_path")
+    return source_path, target_tok, target, overwrite or only_tokenizer
 
+
+def _read_vocabularies(source_path: Path, target_tok: Path):
+    """(source sentencepiece model, target one) after checking that the target extends the source."""
     source_sp = sp_surgery.parse_model((source_path / hf_files.SP_MODEL_FILE).read_bytes(),
                                        where=str(source_path / hf_files.SP_MODEL_FILE))
-    target_sp_bytes = (target_tok / hf_files.SP_MODEL_FILE).read_bytes()
-    target_sp = sp_surgery.parse_model(target_sp_bytes, where=str(target_tok / hf_files.SP_MODEL_FILE))
+    target_sp = sp_surgery.parse_model((target_tok / hf_files.SP_MODEL_FILE).read_bytes(),
+                                       where=str(target_tok / hf_files.SP_MODEL_FILE))
     check_extends(source_sp, target_sp)
     hf_files.check_no_added_tokens_beyond(target_tok, len(target_sp.pieces), "--target_tokenizer_path")
     hf_files.check_fast_file_matches(target_tok, len(target_sp.pieces), "--target_tokenizer_path")
-    # In memory: the target may replace that dir.
-    tokenizer_files = hf_files.read_tokenizer_files(target_tok, include_fast=True)
-    n_src, n_tgt = len(source_sp.pieces), len(target_sp.pieces)
-    new_pieces = [p.piece for p in target_sp.pieces[n_src:]]
+    return source_sp, target_sp
 
-    from colossal_llama2.model.embedding_init import fill_new_rows, mean_row, subword_mean_rows  # torch: only now
 
-    model = _load_model(source_path)
-    config_vocab = model.get_input_embeddings().weight.shape[0]
-    if config_vocab < n_src:
-        raise UserInputError(f"the model has {config_vocab} embedding rows but its tokenizer {n_src} pieces",
-                             where="--source_model_and_tokenizer_path")
-    new_size = round_up(n_tgt, pad_to_multiple_of)
-    if new_size < config_vocab:
-        logger.warning("source rows %d..%d were padding beyond its tokenizer (%d pieces); they are not kept "
-                       "(use --pad_to_multiple_of to pad the new matrix)", n_src, config_vocab - 1, n_src)
-    tied = bool(getattr(model.config, "tie_word_embeddings", False)) or (
+def _is_tied(model) -> bool:
+    return bool(getattr(model.config, "tie_word_embeddings", False)) or (
         model.get_output_embeddings() is not None
         and model.get_output_embeddings().weight is model.get_input_embeddings().weight)
+
+
+def _grow_embeddings(model, n_src: int, new_size: int, tied: bool, init_method: str, source_sp,
+                     new_pieces: list[str]) -> None:
+    """Resize embedding (and untied lm_head) to ``new_size`` rows; rows from ``n_src`` on get their init."""
+    from colossal_llama2.model.embedding_init import fill_new_rows, mean_row, subword_mean_rows  # torch: only now
 
     # Grows (or trims source padding) keeping rows [0, min(old, new)); everything from n_src is rewritten below.
     model.resize_token_embeddings(new_size, mean_resizing=False)
@@ -149,7 +143,35 @@ def init_model(source_path: str | Path, target_tokenizer_path: str | Path, targe
         fill_new_rows(weight, n_src, rows, pad_value=mean)
     model.config.vocab_size = new_size
 
-    with atomic_directory(target, overwrite=overwrite or only_tokenizer) as tmp:
+
+def init_model(source_path: str | Path, target_tokenizer_path: str | Path, target_model_path: str | Path, *,
+               init_method: str = "mean", pad_to_multiple_of: int | None = None, max_shard_size: str = "5GB",
+               overwrite: bool = False) -> GrowthReport:
+    if init_method not in INIT_METHODS:
+        raise UserInputError(f"must be one of {', '.join(INIT_METHODS)}", where="--init_method")
+    if pad_to_multiple_of is not None and pad_to_multiple_of <= 0:
+        raise UserInputError("must be a positive integer", where="--pad_to_multiple_of")
+    source_path, target_tok, target, replace = _check_dirs(source_path, target_tokenizer_path, target_model_path,
+                                                           overwrite)
+    source_sp, target_sp = _read_vocabularies(source_path, target_tok)
+    # In memory: the target may replace that dir.
+    tokenizer_files = hf_files.read_tokenizer_files(target_tok, include_fast=True)
+    n_src, n_tgt = len(source_sp.pieces), len(target_sp.pieces)
+
+    model = _load_model(source_path)
+    config_vocab = model.get_input_embeddings().weight.shape[0]
+    if config_vocab < n_src:
+        raise UserInputError(f"the model has {config_vocab} embedding rows but its tokenizer {n_src} pieces",
+                             where="--source_model_and_tokenizer_path")
+    new_size = round_up(n_tgt, pad_to_multiple_of)
+    if new_size < config_vocab:
+        logger.warning("source rows %d..%d were padding beyond its tokenizer (%d pieces); they are not kept "
+                       "(use --pad_to_multiple_of to pad the new matrix)", n_src, config_vocab - 1, n_src)
+    tied = _is_tied(model)
+    _grow_embeddings(model, n_src, new_size, tied, init_method, source_sp,
+                     [p.piece for p in target_sp.pieces[n_src:]])
+
+    with atomic_directory(target, overwrite=replace) as tmp:
         model.save_pretrained(str(tmp), safe_serialization=True, max_shard_size=max_shard_size)
         hf_files.write_files(tmp, tokenizer_files)
     return GrowthReport(source_tokenizer_size=n_src, source_config_vocab=config_vocab, target_tokenizer_size=n_tgt,
