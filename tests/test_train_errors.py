@@ -106,7 +106,6 @@ def test_gpu_plugin_on_cpu_fails_on_every_rank(tmp_path, tiny_model_dir, dataset
     assert not (tmp_path / "ckpt").exists()
 
 
-
 def test_fp8_refused_through_train_py(monkeypatch, tmp_path, tiny_model_dir, datasets_dir):
     err = run_main(monkeypatch, tmp_path, tiny_model_dir, datasets_dir / "ok", "--fp8", "tensorwise")
     assert err.where == "--fp8" and "works with --plugin zero2, zero2_cpu" in str(err) and "not ddp" in str(err)
