@@ -44,6 +44,9 @@ SHAPES = {
     # 7b's layers and vocabulary, 8 layers deep (2.2 B): iterating on one GPU before confirming 7b on two
     "7b_8l": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=8, num_attention_heads=32,
                   num_key_value_heads=32, vocab_size=VOCAB),
+    # 16 deep (3.8 B): with 7b_8l, the cost of one more layer (t(16) - t(8)) / 8, apart from the per-step costs
+    "7b_16l": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=16, num_attention_heads=32,
+                   num_key_value_heads=32, vocab_size=VOCAB),
     "13b": dict(hidden_size=5120, intermediate_size=13824, num_hidden_layers=40, num_attention_heads=40,
                 num_key_value_heads=40, vocab_size=VOCAB),
 }

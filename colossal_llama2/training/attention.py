@@ -67,7 +67,10 @@ def model_inputs(batch: dict, *, attn_implementation: str, isolate_documents: bo
     """The keyword arguments for the model's forward from a collated batch."""
     from .varlen_attention import ATTN_NAME, cu_seq_lens_from_document_ids
 
-    inputs = {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"]}
+    # No KV cache in training: with one, every decoder layer's forward reads its own layer index (the cache
+    # update), so torch.compile (--compile) compiles each layer separately and, past its recompile limit of 8,
+    # leaves the deeper layers in eager mode. Without it all layers share one compiled graph.
+    inputs = {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"], "use_cache": False}
     packed = isolate_documents and bool((batch["document_ids"] > 0).any())
     if attn_implementation == ATTN_NAME:
         # Every document and every padding run is its own causal segment: with or without packing.
