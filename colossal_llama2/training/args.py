@@ -68,8 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
       help="Attention kernel. auto: flash-attn 2 with --use_flash_attn if importable, else torch's varlen flash "
            "kernel on CUDA (packed documents isolated without a mask), else SDPA with a block mask.")
     a("--compile", action="store_true",
-      help="Experimental: torch.compile each decoder layer (zero2, zero2_cpu, ddp). Measured no faster: 1b "
-           "shape on an H100, and 0.99x with liger's kernels at 7b's layer shapes on an H200 (docs/benchmarks.md).")
+      help="Experimental: torch.compile each decoder layer, all layers sharing one graph (zero2, zero2_cpu, "
+           "ddp). Measured barely faster: no gain at the 1b shape on an H100, 1.01-1.02x at 16 of 7b's layers "
+           "on an H200 (docs/benchmarks.md). Use it with --fp8.")
     a("--fused_ops", default="auto", choices=("auto", "on", "liger", "off"),
       help="on: LLaMA's RMSNorm as torch's fused F.rms_norm (one kernel instead of eight; outputs within one bf16 "
            "ulp); with ddp's bf16 autocast, also keep activations in bf16 (weights stay fp32). liger: "
@@ -86,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
       help="Experimental: fp8 matmuls in the decoder layers' linear projections, torchao's float8 training with "
            "per-tensor or per-row dynamic scales (zero2, zero2_cpu; use with --compile; a GPU of compute "
            "capability 8.9+; pip install -e .[gpu]). Needs --fp8_experimental: measured below the 1.2x bar "
-           "(tensorwise 1.11-1.14x at 7b's layer shapes on one H200; docs/benchmarks.md).")
+           "(tensorwise 1.15-1.17x at 7b's layer shapes on one H200; docs/benchmarks.md).")
     a("--fp8_experimental", action="store_true",
       help="Run --fp8 although it is below the speed bar it would ship at (for measurements).")
     a("--zero_step", default="fast", choices=("fast", "library"),
