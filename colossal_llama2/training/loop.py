@@ -39,7 +39,7 @@ from .optim import StepPlan, make_optimizer, make_scheduler
 from .plugins import data_parallel, make_booster, make_plugin, precision_for
 from .launcher import spawn_reaper
 from .process import GarbageCollection, leave_process
-from .profiling import StepProfiler
+from .profiling import StepProfiler, phase
 from .signals import GracefulStop
 from .step_metrics import DeviceScalars, NonFiniteLoss, StepRecord, StepReporter
 from .token_loss import TokenLoss
@@ -216,7 +216,8 @@ class Trainer:
         step_began = time.time()
         while progress.step_in_epoch < self.plan.steps_per_epoch and progress.global_step < self.plan.total_steps:
             self.profiler.before_step(progress.global_step + 1)
-            window = self._next_window(batches)
+            with phase("batches"):
+                window = self._next_window(batches)
             lr = self.lr_scheduler.get_last_lr()[0]
             scalars = self._train_step(window)
             progress.step_in_epoch += 1
@@ -226,7 +227,8 @@ class Trainer:
             record = StepRecord(step=progress.global_step, epoch=epoch, lr=lr, seconds=now - step_began,
                                 elapsed=now - t_start, scalars=DeviceScalars({**scalars, "stop": self.stopper.flag()}))
             step_began = now
-            self._check_stop(self.reporter.push(record))
+            with phase("report"):
+                self._check_stop(self.reporter.push(record))
             self.profiler.after_step(progress.global_step)
             due_eval = bool(args.eval_interval) and progress.global_step % args.eval_interval == 0
             due_save = progress.global_step % args.save_interval == 0
@@ -272,11 +274,14 @@ class Trainer:
             sync = (self.booster.no_sync(self.model, self.optimizer) if (self.use_no_sync and not last)
                     else contextlib.nullcontext())
             with sync:
-                loss_sum, _ = self.token_loss(batch)
-                self.booster.backward(loss_sum / window_tokens.clamp(min=1) * self.grad_average_factor,
-                                      self.optimizer)
+                with phase("forward"):
+                    loss_sum, _ = self.token_loss(batch)
+                with phase("backward"):
+                    self.booster.backward(loss_sum / window_tokens.clamp(min=1) * self.grad_average_factor,
+                                          self.optimizer)
             step_loss += loss_sum.detach().double()
-        grad_norm = self._optimizer_step()
+        with phase("optimizer"):
+            grad_norm = self._optimizer_step()
         self.dp.all_reduce(step_loss)
         return {"loss": step_loss / window_tokens.clamp(min=1), "input_tokens": input_tokens, "grad_norm": grad_norm}
 
