@@ -10,7 +10,7 @@ ceiling measured here on the same GPU, and peak device memory.
     python benchmarks/train_benchmark.py --shapes 1b --plugins zero2,gemini,3d --grad_ckpt both
     python benchmarks/train_benchmark.py --shapes 7b --plugins zero2,3d --nproc 2
     # with the FSDP2 peer loops (benchmarks/fsdp2_peer.py) in the same invocation, each row's ratio to the fastest:
-    python benchmarks/train_benchmark.py --shapes 7b --plugins zero2,gemini --peers plain,compile_liger
+    python benchmarks/train_benchmark.py --shapes 7b --plugins zero2,gemini --peers plain,compile,compile_liger
     python benchmarks/train_benchmark.py --shapes tiny --plugins ddp --nproc 2 --seq_len 256   # CPU smoke
     # a lever, before/after, with the loss curves compared step by step:
     python benchmarks/train_benchmark.py --plugins zero2 --variant "before=--fused_ops off" --variant after=
