@@ -199,6 +199,13 @@ CASES = [
 ]
 
 
+# The resume from the stop's checkpoint is the same code whichever way the stop came; it is checked for one stop
+# per way the workers learn of it (Ctrl-C through the launcher, every worker signalled, one worker signalled and
+# the other told through the step's stop flag, the guard), which keeps CI time down.
+RESUMED = {("colossalai", "ctrl-c"), ("colossalai", "sigterm-workers"), ("hostfile", "sigterm-one-worker"),
+           ("guard-colossalai", "ctrl-c")}
+
+
 @pytest.mark.parametrize("launcher, how, status", CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES])
 def test_stop_saves_once_leaves_nothing_behind_and_resumes_exactly(tmp_path, tiny_model_dir, data, uninterrupted,
                                                                    launcher, how, status):
@@ -232,7 +239,8 @@ def test_stop_saves_once_leaves_nothing_behind_and_resumes_exactly(tmp_path, tin
             assert "asked the 2 training process(es) on this machine" in run.output()
     finally:
         run.kill_everything()
-    resume_and_compare(run, last, tiny_model_dir, data, uninterrupted)
+    if (launcher, how) in RESUMED:
+        resume_and_compare(run, last, tiny_model_dir, data, uninterrupted)
 
 
 def test_launcher_killed_as_the_run_ends_leaves_nothing_behind(tmp_path, tiny_model_dir, data):
