@@ -98,7 +98,8 @@ def main(argv=None) -> int:
         total = torch.zeros((), device="cuda")
         for _ in range(args.grad_accum):
             ids = torch.randint(0, vocab, (args.micro_batch_size, args.seq_len), device="cuda", generator=gen)
-            loss = model(input_ids=ids, labels=ids, use_cache=False).loss  # no cache: one graph for all blocks / args.grad_accum
+            # use_cache=False: without a KV cache all compiled blocks share one graph (see model_inputs)
+            loss = model(input_ids=ids, labels=ids, use_cache=False).loss / args.grad_accum
             loss.backward()
             total += loss.detach()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
