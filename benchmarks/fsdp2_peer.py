@@ -6,7 +6,7 @@ fused AdamW, no gradient checkpointing; optionally ``torch.compile`` per decoder
 (RMSNorm, RoPE, SwiGLU, fused linear cross-entropy). Random-init LLaMA of the benchmark's shapes on random
 tokens, one document per sample, ``--micro_batch_size`` x ``--grad_accum`` samples per rank per optimizer
 step. Run under torchrun; rank 0 prints one JSON line: tokens/s/GPU (median over the timed steps), peak
-device memory, the losses.
+device memory, the losses. Without CUDA it runs on CPU over gloo (the tests use that, on a tiny shape).
 
     torchrun --nproc_per_node 2 benchmarks/fsdp2_peer.py --shape 7b --seq_len 4096 --compile --liger
 """
@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def build_model(shape: str, seq_len: int, liger: bool):
+def build_model(shape: str, seq_len: int, liger: bool, device: str = "cuda"):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -37,7 +37,7 @@ def build_model(shape: str, seq_len: int, liger: bool):
     config = LlamaConfig(**SHAPES[shape], max_position_embeddings=max(4096, seq_len), rms_norm_eps=1e-5,
                          tie_word_embeddings=False, attn_implementation="sdpa")
     torch.manual_seed(0)
-    with torch.device("cuda"):
+    with torch.device(device):
         model = LlamaForCausalLM(config)
     return model
 
@@ -84,20 +84,24 @@ def main(argv=None) -> int:
     import torch
     import torch.distributed as dist
 
-    dist.init_process_group("nccl")
+    cuda = torch.cuda.is_available()  # CPU (gloo): the tests run the same loop on a tiny shape
+    device = "cuda" if cuda else "cpu"
+    dist.init_process_group("nccl" if cuda else "gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
-    torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    model = shard(build_model(args.shape, args.seq_len, args.liger), args.compile, args.float8)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.1, fused=True)
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    model = shard(build_model(args.shape, args.seq_len, args.liger, device), args.compile, args.float8)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.1, fused=cuda)
     vocab = model.config.vocab_size
-    gen = torch.Generator(device="cuda").manual_seed(1234 + rank)
+    gen = torch.Generator(device=device).manual_seed(1234 + rank)
+    synchronize = torch.cuda.synchronize if cuda else (lambda: None)
     times, losses = [], []
     for step in range(args.steps):
-        torch.cuda.synchronize()
+        synchronize()
         t0 = time.perf_counter()
-        total = torch.zeros((), device="cuda")
+        total = torch.zeros((), device=device)
         for _ in range(args.grad_accum):
-            ids = torch.randint(0, vocab, (args.micro_batch_size, args.seq_len), device="cuda", generator=gen)
+            ids = torch.randint(0, vocab, (args.micro_batch_size, args.seq_len), device=device, generator=gen)
             # use_cache=False: without a KV cache all compiled blocks share one graph (see model_inputs)
             loss = model(input_ids=ids, labels=ids, use_cache=False).loss / args.grad_accum
             loss.backward()
@@ -110,7 +114,7 @@ def main(argv=None) -> int:
 
             precompute_float8_dynamic_scale_for_fsdp(model)
         dist.all_reduce(total)
-        torch.cuda.synchronize()
+        synchronize()
         times.append(time.perf_counter() - t0)
         losses.append(total.item() / world)
     tokens_per_step = args.micro_batch_size * args.grad_accum * args.seq_len
@@ -120,7 +124,7 @@ def main(argv=None) -> int:
               "shape": args.shape, "gpus": world, "seq_len": args.seq_len, "micro_batch_size": args.micro_batch_size,
               "grad_accum": args.grad_accum, "tokens_per_gpu_per_step": tokens_per_step,
               "tokens_per_s_per_gpu": round(tokens_per_step / step_s, 1),
-              "peak_memory_gib": round(torch.cuda.max_memory_allocated() / (1 << 30), 2),
+              "peak_memory_gib": round(torch.cuda.max_memory_allocated() / (1 << 30), 2) if cuda else None,
               "losses": [round(x, 4) for x in losses]}
     if rank == 0:
         print("FSDP2_PEER " + json.dumps(result), flush=True)
