@@ -76,6 +76,9 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=4, help="steps left out of the timing")
     p.add_argument("--compile", action="store_true", help="torch.compile each decoder layer")
     p.add_argument("--liger", action="store_true", help="liger-kernel RMSNorm/RoPE/SwiGLU/fused linear CE")
+    p.add_argument("--grad_ckpt", action="store_true",
+                   help="activation checkpointing per decoder layer (transformers' own), for shapes that do not "
+                        "fit without it (13b on two H200)")
     p.add_argument("--float8", choices=("tensorwise", "rowwise"), default=None,
                    help="torchao float8 training for the decoder layers' linears")
     p.add_argument("--lr", type=float, default=3e-4, help="AdamW learning rate")
@@ -90,7 +93,10 @@ def main(argv=None) -> int:
     rank, world = dist.get_rank(), dist.get_world_size()
     if cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    model = shard(build_model(args.shape, args.seq_len, args.liger, device), args.compile, args.float8)
+    model = build_model(args.shape, args.seq_len, args.liger, device)
+    if args.grad_ckpt:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model = shard(model, args.compile, args.float8)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.1, fused=cuda)
     vocab = model.config.vocab_size
     gen = torch.Generator(device=device).manual_seed(1234 + rank)
@@ -120,6 +126,7 @@ def main(argv=None) -> int:
     tokens_per_step = args.micro_batch_size * args.grad_accum * args.seq_len
     step_s = statistics.median(times[args.warmup:])
     result = {"setup": "fsdp2" + ("+compile" if args.compile else "") + ("+liger" if args.liger else "") +
+                       ("+grad_ckpt" if args.grad_ckpt else "") +
                        (f"+float8 {args.float8}" if args.float8 else ""),
               "shape": args.shape, "gpus": world, "seq_len": args.seq_len, "micro_batch_size": args.micro_batch_size,
               "grad_accum": args.grad_accum, "tokens_per_gpu_per_step": tokens_per_step,

@@ -177,7 +177,9 @@ def param_count(shape: str) -> int:
 PEERS = {"plain": [], "compile_liger": ["--compile", "--liger"], "compile": ["--compile"], "liger": ["--liger"],
          "compile_float8": ["--compile", "--float8", "tensorwise"],
          "compile_liger_float8": ["--compile", "--liger", "--float8", "tensorwise"],
-         "compile_liger_float8_rowwise": ["--compile", "--liger", "--float8", "rowwise"]}
+         "compile_liger_float8_rowwise": ["--compile", "--liger", "--float8", "rowwise"],
+         # activation checkpointing: what FSDP2 needs to fit 13b on two H200 (and the CPU test's recompute check)
+         "ckpt": ["--grad_ckpt"], "compile_ckpt": ["--compile", "--grad_ckpt"]}
 
 
 def run_peer(args, shape: str, peer: str, out: Path) -> dict:
