@@ -63,3 +63,31 @@ def test_compile_runs_every_layer_compiled_past_the_recompile_limit(monkeypatch)
     assert n_tokens == 19 and torch.isfinite(loss)
     assert all(p.grad is not None for p in model.model.layers[-1].parameters())
     torch._dynamo.reset()
+
+
+def test_compile_watch_says_once_when_dynamo_gives_up(monkeypatch):
+    """With the KV cache on (the old defect), layers past the recompile limit run eagerly: the run says so."""
+    from torch._dynamo.utils import counters
+
+    from colossal_llama2.training import compile_watch
+
+    said = []
+    monkeypatch.setattr(compile_watch.logger, "warning", lambda *args: said.append(args))
+    layers = torch._dynamo.config.recompile_limit + 2
+    model = LlamaForCausalLM(LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
+                                         num_attention_heads=2, num_key_value_heads=2, vocab_size=64))
+    backend = CountingBackend()
+    for layer in model.model.layers:
+        layer.compile(backend=backend)
+    torch._dynamo.reset()
+    counters.clear()
+    watch = compile_watch.CompileWatch(enabled=True)
+    watch.after_step(1)
+    assert said == []
+    model(input_ids=torch.randint(0, 64, (1, 8)), use_cache=True)  # each layer reads its own index
+    assert backend.calls == torch._dynamo.config.recompile_limit  # the rest ran eagerly
+    watch.after_step(2)
+    watch.after_step(3)
+    assert len(said) == 1 and said[0][-1] == 2 and said[0][-2] >= 1
+    counters.clear()
+    torch._dynamo.reset()

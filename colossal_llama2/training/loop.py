@@ -30,6 +30,7 @@ from ..dataset.schema import IGNORE_INDEX
 from ..utils.fs import atomic_write_text
 from ..utils.logging import get_logger
 from . import checkpoint as ckpt
+from .compile_watch import CompileWatch
 from .ddp_speed import register_sum_gradients
 from .evaluation import evaluate
 from .metrics import MetricsWriter, device_peak_tflops, flops_per_token, peak_memory
@@ -171,6 +172,7 @@ class Trainer:
             save_dir=args.save_dir)
         self.profiler = StepProfiler(parse_profile_steps(args.profile_steps) if args.profile_steps else None,
                                      args.tensorboard_dir, enabled=self.is_main)
+        self.compile_watch = CompileWatch(enabled=self.patches.compile_layers and self.is_main)
         mem = peak_memory()
         logger.info("setup done: %d parameters, %d steps (%d per epoch, warmup %d), peak device memory %.2f GiB, "
                     "peak host memory %.2f GiB", self.num_params, self.plan.total_steps, self.plan.steps_per_epoch,
@@ -230,6 +232,7 @@ class Trainer:
             with phase("report"):
                 self._check_stop(self.reporter.push(record))
             self.profiler.after_step(progress.global_step)
+            self.compile_watch.after_step(progress.global_step)
             due_eval = bool(args.eval_interval) and progress.global_step % args.eval_interval == 0
             due_save = progress.global_step % args.save_interval == 0
             if due_eval or due_save or self.stopped_by or progress.global_step >= self.plan.total_steps:
