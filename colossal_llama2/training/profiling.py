@@ -54,13 +54,15 @@ class StepProfiler:
             sort_by="cuda_time_total" if cuda else "cpu_time_total", row_limit=40, max_name_column_width=60)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         steps = self.last - self.first + 1
-        busy = device_busy_us(self.profiler.events()) if cuda else None
         header = f"optimizer steps {self.first}..{self.last} ({steps}), {wall_us / steps / 1e3:.1f} ms per step"
-        if busy is not None:
+        if cuda:
+            events = self.profiler.events()
+            intervals = busy_intervals(events)
+            busy = sum(end - start for start, end in intervals)
             # Below ~95%, the GPU waits for the host (Python, launches, syncs): fusing kernels won't help there.
             header += (f"; GPU busy {busy / steps / 1e3:.1f} ms per step "
                        f"({100 * busy / wall_us:.1f}% of the wall time; the rest it waits for the host)")
-            idle = idle_by_phase(self.profiler.events())
+            idle = idle_by_phase(events, intervals)
             header += "\nGPU idle per step, by what the host was doing: " + ", ".join(
                 f"{name} {us / steps / 1e3:.1f} ms" for name, us in sorted(idle.items(), key=lambda kv: -kv[1]))
         (self.out_dir / "profile.txt").write_text(f"{header}\n{table}\n")
@@ -93,10 +95,11 @@ def device_busy_us(events) -> float:
     return sum(end - start for start, end in busy_intervals(events))
 
 
-def idle_by_phase(events) -> dict[str, float]:
+def idle_by_phase(events, busy: list[tuple[float, float]] | None = None) -> dict[str, float]:
     """Microseconds the GPU was idle between its first and last kernel, charged to the host-side phase
-    (``phase(...)`` ranges) that was running then; "other" where none was."""
-    busy = busy_intervals(events)
+    (``phase(...)`` ranges) that was running then; "other" where none was. ``busy``: ``busy_intervals(events)``
+    when the caller has it already."""
+    busy = busy_intervals(events) if busy is None else busy
     phases = sorted((e.time_range.start, e.time_range.end, e.name[len(PHASE_PREFIX):]) for e in events
                     if getattr(e, "device_type", None) == torch.autograd.DeviceType.CPU
                     and e.name.startswith(PHASE_PREFIX))
