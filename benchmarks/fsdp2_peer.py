@@ -81,6 +81,9 @@ def main(argv=None) -> int:
                         "fit without it (13b on two H200)")
     p.add_argument("--float8", choices=("tensorwise", "rowwise"), default=None,
                    help="torchao float8 training for the decoder layers' linears")
+    p.add_argument("--cudnn_attention", action="store_true",
+                   help="SDPA with cuDNN's kernel first (torch's default picks its flash kernel), as train.py's "
+                        "--attention cudnn does for whole samples: the peer a user who knows that flag would build")
     p.add_argument("--lr", type=float, default=3e-4, help="AdamW learning rate")
     args = p.parse_args(argv)
 
@@ -101,6 +104,12 @@ def main(argv=None) -> int:
     vocab = model.config.vocab_size
     gen = torch.Generator(device=device).manual_seed(1234 + rank)
     synchronize = torch.cuda.synchronize if cuda else (lambda: None)
+    if args.cudnn_attention:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        # entered once for the whole run: the forward (and torch.compile's tracing of it) sees cuDNN first
+        sdpa_kernel([SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION],
+                    set_priority=True).__enter__()
     times, losses = [], []
     for step in range(args.steps):
         synchronize()
@@ -126,7 +135,7 @@ def main(argv=None) -> int:
     tokens_per_step = args.micro_batch_size * args.grad_accum * args.seq_len
     step_s = statistics.median(times[args.warmup:])
     result = {"setup": "fsdp2" + ("+compile" if args.compile else "") + ("+liger" if args.liger else "") +
-                       ("+grad_ckpt" if args.grad_ckpt else "") +
+                       ("+grad_ckpt" if args.grad_ckpt else "") + ("+cudnn" if args.cudnn_attention else "") +
                        (f"+float8 {args.float8}" if args.float8 else ""),
               "shape": args.shape, "gpus": world, "seq_len": args.seq_len, "micro_batch_size": args.micro_batch_size,
               "grad_accum": args.grad_accum, "tokens_per_gpu_per_step": tokens_per_step,

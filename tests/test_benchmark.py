@@ -1,6 +1,8 @@
 """The GPU benchmark harness, run on CPU with a tiny shape: it drives the real train.py and reports medians."""
 import json
 
+import pytest
+
 from tests.helpers.distributed import REPO_ROOT, run_script
 
 
@@ -28,21 +30,24 @@ def test_benchmark_harness_runs_train_py_and_reports(tmp_path):
 def test_fsdp2_peer_runs_through_the_harness_and_averages_its_micro_batches(tmp_path):
     """The FSDP2 peer (benchmarks/fsdp2_peer.py) on CPU over 2 gloo ranks, as --peers runs it: at random init the
     loss of a step is the mean over its micro-batches, ~ln(vocab) (their sum would be twice that); with
-    activation checkpointing it trains the same numbers."""
+    activation checkpointing, and with SDPA's backend priority set (cudnn; on CPU its flash kernel runs), it
+    trains the same numbers."""
     import math
 
     out = tmp_path / "bench"
     proc = run_script([REPO_ROOT / "benchmarks" / "train_benchmark.py", "--shapes", "tiny", "--plugins", "",
-                       "--peers", "plain,ckpt", "--nproc", 2, "--seq_len", 64, "--steps", 4, "--warmup", 1,
+                       "--peers", "plain,ckpt,cudnn", "--nproc", 2, "--seq_len", 64, "--steps", 4, "--warmup", 1,
                        "--accumulation_steps", 2, "--out_dir", out], timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    plain, ckpt = json.loads((out / "results.json").read_text())["results"]
+    plain, ckpt, cudnn = json.loads((out / "results.json").read_text())["results"]
     assert plain["ok"] and plain["name"] == "tiny-fsdp2-peer-plain" and ckpt["ok"]
     assert plain["tokens_per_gpu_per_step"] == 64 * 2 and plain["tokens_per_s_per_gpu"] > 0
     assert len(plain["losses"]) == 4 and max(r["vs_strongest_peer"] for r in (plain, ckpt)) == 1.0
     assert abs(plain["losses"][0] - math.log(2048)) < 0.3, plain["losses"]
     assert ckpt["losses"] == plain["losses"]
     assert "+grad_ckpt" in (out / "tiny-fsdp2-peer-ckpt" / "log.txt").read_text()
+    assert cudnn["losses"] == pytest.approx(plain["losses"], abs=1e-3)
+    assert "+cudnn" in (out / "tiny-fsdp2-peer-cudnn" / "log.txt").read_text()
 
 
 def test_peer_flops_use_the_model_parameter_count_and_rows_get_their_ratio():

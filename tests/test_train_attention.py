@@ -17,10 +17,10 @@ def logits_of(model, batch, isolate=True):
                                     isolate_documents=isolate, mask_dtype=torch.float32)).logits
 
 
-@pytest.mark.parametrize("attn", ["sdpa", "eager", "varlen"])
+@pytest.mark.parametrize("attn", ["sdpa", "eager", "varlen", "cudnn"])
 def test_packed_documents_are_isolated(tiny_model_dir, attn):
-    if attn == "varlen":  # the CUDA default; on CPU the same path runs with its per-segment reference kernel
-        attn = varlen_attention.register()
+    if attn in ("varlen", "cudnn"):  # the CUDA defaults; on CPU with varlen's per-segment reference kernel
+        attn = varlen_attention.register(cudnn_whole_samples=attn == "cudnn")
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation=attn).eval()
     g = torch.Generator().manual_seed(0)
     doc_a = [1] + torch.randint(3, 600, (9,), generator=g).tolist()
@@ -38,6 +38,51 @@ def test_packed_documents_are_isolated(tiny_model_dir, attn):
     # The check can fail: with a plain causal mask document b sees document a and its logits change.
     leaky = logits_of(model, packed, isolate=False)
     assert (leaky[0, 10:22] - alone_b[0, :12]).abs().max() > 1e-3
+
+
+def test_whole_samples_take_the_cudnn_route_and_match_sdpa(tiny_model_dir, monkeypatch):
+    """--attention cudnn: unpacked, unpadded samples go through whole_sample_attention (SDPA, cuDNN first on a
+    GPU), same logits as plain SDPA; a packed batch does not."""
+    calls = []
+    real = varlen_attention.whole_sample_attention
+    monkeypatch.setattr(varlen_attention, "whole_sample_attention", lambda *a: calls.append(1) or real(*a))
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation=varlen_attention.register(
+        cudnn_whole_samples=True)).eval()
+    reference = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="sdpa").eval()
+    g = torch.Generator().manual_seed(1)
+    docs = [[1] + torch.randint(3, 600, (15,), generator=g).tolist() for _ in range(2)]
+    collate = PaddingCollator(pad_token_id=2, max_length=16, padding_mode="max_length")
+    whole = collate([{"input_ids": d, "labels": d, "seq_lengths": [16]} for d in docs])
+    torch.testing.assert_close(logits_of(model, whole), logits_of(reference, whole), atol=1e-5, rtol=1e-5)
+    assert len(calls) == model.config.num_hidden_layers
+    packed = collate([{"input_ids": d, "labels": d, "seq_lengths": [6, 10]} for d in docs])
+    logits_of(model, packed)
+    assert len(calls) == model.config.num_hidden_layers, "a packed batch must stay on the varlen kernel"
+
+
+@pytest.mark.gpu
+def test_cudnn_whole_sample_attention_matches_flash_on_gpu():
+    """On the GPU: the cuDNN route gives flash's output and gradients (bf16, 7b's head size, 1,024 tokens)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    g = torch.Generator(device="cuda").manual_seed(0)
+    q, k, v = (torch.randn(2, 8, 1024, 128, device="cuda", dtype=torch.bfloat16, generator=g).requires_grad_()
+               for _ in range(3))
+    grad_out = torch.randn(2, 1024, 8, 128, device="cuda", dtype=torch.bfloat16, generator=g)
+    results = []
+    for fn in (lambda: varlen_attention.whole_sample_attention(q, k, v, None),
+               lambda: _flash(q, k, v, sdpa_kernel, SDPBackend)):
+        q.grad = k.grad = v.grad = None
+        out = fn()
+        out.backward(grad_out)
+        results.append([out.detach(), q.grad.clone(), k.grad.clone(), v.grad.clone()])
+    for got, want in zip(*results):
+        torch.testing.assert_close(got.float(), want.float(), atol=2e-2, rtol=2e-2)
+
+
+def _flash(q, k, v, sdpa_kernel, backend):
+    with sdpa_kernel(backend.FLASH_ATTENTION):
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2)
 
 
 def test_varlen_segments_cover_documents_and_padding():

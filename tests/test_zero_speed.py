@@ -65,3 +65,23 @@ def test_clip_factor_goes_to_the_adam_step():
     step()
     assert calls == [pytest.approx(4.0 + 1e-6), -1]
     assert torch.equal(grads[0], torch.ones(4))  # the gradients themselves were never touched
+
+
+def test_weights_are_published_in_place_across_ranks():
+    """Each rank's updated shard lands in its slot of every weight and the in-place all-gather fills the rest
+    (2 gloo ranks; a weight whose size is not a multiple of 2 carries colossalai's padding)."""
+    from tests.helpers.distributed import REPO_ROOT, run_distributed
+
+    proc = run_distributed(REPO_ROOT / "tests" / "scripts" / "zero_publish.py", nproc=2, timeout=120)
+    assert proc.stdout.count("published OK") == 2, proc.stdout[-2000:]
+
+
+def test_publishing_refuses_a_weight_detached_from_its_buffer(one_rank_group):
+    from colossal_llama2.training.zero_speed import publish_working_params
+
+    working = torch.zeros(4, dtype=torch.bfloat16)
+    fake = types.SimpleNamespace(_working_param_to_padded_working_param={working: torch.zeros(4, dtype=torch.bfloat16)},
+                                 param_to_pg={working: one_rank_group},
+                                 pid_to_bucket_store={id(working): types.SimpleNamespace(local_rank=0, world_size=1)})
+    with pytest.raises(RuntimeError, match="no longer shares storage"):
+        publish_working_params(fake, [(working, torch.ones(4), None)])

@@ -8,7 +8,8 @@ attending to the one before it:
 * flash_attention_2: ``attention_mask=None`` plus per-document ``position_ids``; transformers then
   runs flash-attn's varlen kernel with one sequence per document (the batch is flattened).
 * colossal_varlen (CUDA default, see varlen_attention.py): torch's varlen flash kernel over per-document
-  offsets; no mask tensor at all.
+  offsets; no mask tensor at all. colossal_varlen_cudnn (the default on compute capability 9.0+): the same,
+  but batches of whole unpadded samples go through SDPA's cuDNN kernel (1.8x flash on an H200).
 * the 3d plugin (shardformer, tensor parallel): its LlamaModel forward passes a 4-D mask on as given and
   keeps transformers' SDPA attention (flash attention and sequence parallelism are not enabled), so the
   block-diagonal mask isolates documents there too (tested with tp 1 and tp 2 on GPUs).
@@ -30,8 +31,8 @@ def choose_attn_implementation(use_flash_attn: bool, cuda: bool, attention: str 
     """The transformers attention implementation to build the model with.
 
     auto: flash-attn 2 with --use_flash_attn when importable; otherwise, on CUDA, torch's varlen flash
-    kernel (packed documents isolated at flash speed); otherwise SDPA. The 3d plugin's shardformer
-    replaces attention itself, so it always gets SDPA.
+    kernel (packed documents isolated at flash speed), with whole samples through cuDNN on Hopper and later
+    (``cudnn``); otherwise SDPA. The 3d plugin's shardformer replaces attention itself, so it always gets SDPA.
     """
     from . import varlen_attention
 
@@ -41,13 +42,14 @@ def choose_attn_implementation(use_flash_attn: bool, cuda: bool, attention: str 
         logger.warning("flash-attn is not importable%s; using %s", "" if cuda else " (no CUDA)",
                        "torch's varlen flash kernel" if cuda and plugin != "3d" else "torch SDPA")
         attention = "auto"
-    if attention == "varlen" or (attention == "auto" and cuda and plugin != "3d"):
+    if attention in ("varlen", "cudnn") or (attention == "auto" and cuda and plugin != "3d"):
         if plugin == "3d":
-            logger.warning("--attention varlen does not apply to the 3d plugin (shardformer owns attention); "
-                           "using SDPA")
+            logger.warning("--attention %s does not apply to the 3d plugin (shardformer owns attention); using SDPA",
+                           attention)
             return "sdpa"
         if varlen_attention.varlen_available(cuda):
-            return varlen_attention.register()
+            cudnn = attention == "cudnn" or (attention == "auto" and varlen_attention.cudnn_preferred(cuda))
+            return varlen_attention.register(cudnn_whole_samples=cudnn)
         logger.warning("torch.nn.attention.varlen is not available in this torch; using SDPA")
     return "sdpa"
 
@@ -65,14 +67,14 @@ def block_causal_mask(document_ids: torch.Tensor, dtype: torch.dtype) -> torch.T
 
 def model_inputs(batch: dict, *, attn_implementation: str, isolate_documents: bool, mask_dtype: torch.dtype) -> dict:
     """The keyword arguments for the model's forward from a collated batch."""
-    from .varlen_attention import ATTN_NAME, cu_seq_lens_from_document_ids
+    from .varlen_attention import ATTN_NAMES, cu_seq_lens_from_document_ids
 
     # No KV cache in training: with one, every decoder layer's forward reads its own layer index (the cache
     # update), so torch.compile (--compile) compiles each layer separately and, past its recompile limit of 8,
     # leaves the deeper layers in eager mode. Without it all layers share one compiled graph.
     inputs = {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"], "use_cache": False}
     packed = isolate_documents and bool((batch["document_ids"] > 0).any())
-    if attn_implementation == ATTN_NAME:
+    if attn_implementation in ATTN_NAMES:
         # Every document and every padding run is its own causal segment: with or without packing.
         cu, longest = cu_seq_lens_from_document_ids(batch["document_ids"] if isolate_documents
                                                     else (batch["attention_mask"] - 1))

@@ -14,6 +14,15 @@ spends a large share of a step outside Adam itself:
 
 Both replace methods on the optimizer instance only; the numbers are the library's (the norm accumulated in
 fp32 instead of fp64: relative difference ~1e-7 on the reported grad norm; x / s instead of x * (1 / s)).
+
+With every state on the GPU (zero2), ``fused_zero_step`` replaces the whole step. The library's step copies
+each gradient shard to fp32 (``grad.to(fp32)``: 6 bytes of memory traffic per parameter and a transient fp32
+copy of all gradients), and afterwards casts each master shard to bf16 into a new tensor, copies it into a
+gather bucket, all-gathers the bucket and copies the result back into the weights (about 18 bytes per
+parameter even on one GPU). The step here hands the bf16 gradient shards straight to colossalai's fused Adam
+kernel (it reads bf16 gradients with fp32 weights and states: the same arithmetic, as bf16 -> fp32 is exact),
+casts every master shard into its slot of the weights with one ``torch._foreach_copy_``, and all-gathers each
+weight in place. Profiled on one H200 (16 of 7b's layers), the optimizer phase was 61 ms of a 237 ms step.
 """
 from __future__ import annotations
 
@@ -37,9 +46,8 @@ def grad_norm_fp32(self, dp_pg, gradients, norm_type=2):
     return math.sqrt(squared.item())
 
 
-def unscale_and_clip_grads(self, grad_groups_flat, total_norm):
-    """LowLevelZeroOptimizer._unscale_and_clip_grads: the division goes to the Adam kernel (``self.optim.step``
-    patched by ``speed_up_zero_optimizer``) or is one foreach pass, skipped when the factor is 1."""
+def grad_div_scale(self, total_norm: float) -> float:
+    """What the gradients must be divided by: the loss scale (fp16) times the clipping factor, as the library."""
     div_scale = 1.0
     if self.mixed_precision_mixin is not None:
         div_scale = self.mixed_precision_mixin.get_grad_div_scale()
@@ -47,6 +55,13 @@ def unscale_and_clip_grads(self, grad_groups_flat, total_norm):
         clip = ((total_norm / div_scale) + 1e-6) / self._clip_grad_norm
         if clip > 1:
             div_scale = clip * div_scale
+    return div_scale
+
+
+def unscale_and_clip_grads(self, grad_groups_flat, total_norm):
+    """LowLevelZeroOptimizer._unscale_and_clip_grads: the division goes to the Adam kernel (``self.optim.step``
+    patched by ``speed_up_zero_optimizer``) or is one foreach pass, skipped when the factor is 1."""
+    div_scale = grad_div_scale(self, total_norm)
     if getattr(self, "_adam_divides", False):
         self._pending_div_scale = div_scale
     elif div_scale != 1.0 and grad_groups_flat:
@@ -62,6 +77,81 @@ def _adam_step_with_div_scale(zero_optimizer, adam):
     return step
 
 
+def fused_zero_step(self, closure=None):
+    """LowLevelZeroOptimizer.step with master weights, Adam states and gradients on the GPU (see the module
+    docstring): the library's numbers without its copies."""
+    assert closure is None, "closure is not supported by step()"
+    if not self.require_grad_sync:
+        return
+    if self.mixed_precision_mixin is not None and self.mixed_precision_mixin.should_skip_step():
+        self.zero_grad()
+        return
+    from colossalai.zero.low_level._utils import calculate_global_norm_from_list
+
+    groups = [_params_with_grads(self, group_id) for group_id in range(self.num_param_groups)]
+    norms = [sum(self._compute_grad_norm(dp_pg=store.torch_pg, gradients=store.get_working_grads_by_group_id(group_id))
+                 for store in self.pg_to_grad_store.values()) for group_id in range(self.num_param_groups)]
+    self._current_grad_norm = calculate_global_norm_from_list(norm_list=norms)
+    div_scale = grad_div_scale(self, self._current_grad_norm)
+    for group_id, triples in enumerate(groups):
+        adam_update(self.optim, self.optim.param_groups[group_id], triples, div_scale)
+    publish_working_params(self, [t for triples in groups for t in triples])
+
+
+def _params_with_grads(self, group_id: int) -> list[tuple]:
+    """(working param, its fp32 master shard, this rank's gradient shard) for each param that got a gradient
+    (a layer that did not run has none and is not updated, as in the library)."""
+    triples = []
+    for working, master in zip(self._working_param_groups[group_id], self._master_param_groups_of_current_rank[group_id]):
+        store = self.pid_to_grad_store[id(working)]
+        grads = store.get_partitioned_gradients_by_param_id(group_id, id(working))
+        if grads:
+            triples.append((working, master, grads[0 if self._partition_grads else store.local_rank]))
+    return triples
+
+
+def adam_update(adam, group: dict, triples: list[tuple], div_scale: float) -> None:
+    """HybridAdam's GPU update of the master shards, fed the working-precision gradients directly."""
+    if not triples:
+        return
+    from colossalai.utils import multi_tensor_applier
+
+    for _, master, _ in triples:
+        state = adam.state[master]
+        if len(state) == 0:  # HybridAdam's own state layout, so its checkpoints load either way
+            state["step"] = 0
+            state["exp_avg"] = torch.zeros_like(master)
+            state["exp_avg_sq"] = torch.zeros_like(master)
+        state["step"] += 1
+    states = [adam.state[master] for _, master, _ in triples]
+    beta1, beta2 = group["betas"]
+    multi_tensor_applier(adam.gpu_adam_op, adam._dummy_overflow_buf,
+                         [[grad for *_, grad in triples], [master for _, master, _ in triples],
+                          [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states]],
+                         group["lr"], beta1, beta2, group["eps"], states[-1]["step"], int(adam.adamw_mode),
+                         int(group["bias_correction"]), group["weight_decay"], div_scale if div_scale != 1.0 else -1)
+
+
+def publish_working_params(self, triples: list[tuple]) -> None:
+    """Each updated master shard, cast, into this rank's slot of its working weight; then every weight
+    all-gathered in place (NCCL's in-place form: the input is the output's own slot)."""
+    slots, gathers = [], []
+    for working, master, _ in triples:
+        padded = self._working_param_to_padded_working_param[working]
+        if padded.data_ptr() != working.data_ptr():
+            raise RuntimeError("zero2 --zero_step fast: a working parameter no longer shares storage with its "
+                               "padded buffer (was its .data replaced?); use --zero_step library")
+        store = self.pid_to_bucket_store[id(working)]
+        slot = padded[store.local_rank * master.numel():(store.local_rank + 1) * master.numel()]
+        slots.append(slot)
+        if store.world_size > 1:
+            gathers.append((padded, slot, self.param_to_pg[working]))
+    torch._foreach_copy_(slots, [master for _, master, _ in triples])
+    handles = [dist.all_gather_into_tensor(padded, slot, group=pg, async_op=True) for padded, slot, pg in gathers]
+    for handle in handles:
+        handle.wait()
+
+
 def speed_up_zero_optimizer(optimizer) -> str | None:
     """Install both on a boosted LowLevelZeroOptimizer (the Booster's OptimizerWrapper or the optimizer);
     returns what was installed, for the log, or None when ``optimizer`` is not one."""
@@ -74,6 +164,12 @@ def speed_up_zero_optimizer(optimizer) -> str | None:
 
     inner._compute_grad_norm = types.MethodType(grad_norm_fp32, inner)
     inner._unscale_and_clip_grads = types.MethodType(unscale_and_clip_grads, inner)
+    if (type(inner.optim) is HybridAdam and not inner._cpu_offload and inner._master_weights
+            and getattr(inner.optim, "offloader", None) is None and not inner._overlap_allgather
+            and not inner._fp8_communication and len(inner.pg_to_grad_store) == 1):
+        inner.step = types.MethodType(fused_zero_step, inner)
+        return ("gradient norm in fp32 with foreach kernels; bf16 gradients straight into the Adam kernel, which "
+                "also clips; weights written in place (no fp32 gradient copies, no gather buckets)")
     # Only the all-on-GPU path: HybridAdam's CPU path ignores div_scale for bf16 gradients.
     if type(inner.optim) is HybridAdam and not inner._cpu_offload:
         inner._adam_divides = True
