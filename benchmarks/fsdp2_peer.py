@@ -23,7 +23,27 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def build_model(shape: str, seq_len: int, liger: bool, device: str = "cuda"):
+def cudnn_first_sdpa() -> str:
+    """transformers' SDPA attention with cuDNN's kernel first, as a registered attention implementation.
+
+    The backend choice sits inside the attention call, where torch.compile traces it (dynamo supports
+    ``sdpa_kernel``); a context entered once around the whole loop was measured to change nothing under
+    compile (17,436 against 17,353 tokens/s at 7b_16l on one H200)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    backends = [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION]
+
+    def forward(*args, **kwargs):
+        with sdpa_kernel(backends, set_priority=True):
+            return sdpa_attention_forward(*args, **kwargs)
+
+    AttentionInterface.register("sdpa_cudnn_first", forward)
+    return "sdpa_cudnn_first"
+
+
+def build_model(shape: str, seq_len: int, liger: bool, device: str = "cuda", cudnn_attention: bool = False):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -35,7 +55,8 @@ def build_model(shape: str, seq_len: int, liger: bool, device: str = "cuda"):
         apply_liger_kernel_to_llama(rope=True, rms_norm=True, swiglu=True, cross_entropy=False,
                                     fused_linear_cross_entropy=True)
     config = LlamaConfig(**SHAPES[shape], max_position_embeddings=max(4096, seq_len), rms_norm_eps=1e-5,
-                         tie_word_embeddings=False, attn_implementation="sdpa")
+                         tie_word_embeddings=False,
+                         attn_implementation=cudnn_first_sdpa() if cudnn_attention else "sdpa")
     torch.manual_seed(0)
     with torch.device(device):
         model = LlamaForCausalLM(config)
@@ -96,7 +117,7 @@ def main(argv=None) -> int:
     rank, world = dist.get_rank(), dist.get_world_size()
     if cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    model = build_model(args.shape, args.seq_len, args.liger, device)
+    model = build_model(args.shape, args.seq_len, args.liger, device, args.cudnn_attention)
     if args.grad_ckpt:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model = shard(model, args.compile, args.float8)
@@ -104,12 +125,6 @@ def main(argv=None) -> int:
     vocab = model.config.vocab_size
     gen = torch.Generator(device=device).manual_seed(1234 + rank)
     synchronize = torch.cuda.synchronize if cuda else (lambda: None)
-    if args.cudnn_attention:
-        from torch.nn.attention import SDPBackend, sdpa_kernel
-
-        # entered once for the whole run: the forward (and torch.compile's tracing of it) sees cuDNN first
-        sdpa_kernel([SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION],
-                    set_priority=True).__enter__()
     times, losses = [], []
     for step in range(args.steps):
         synchronize()
@@ -137,7 +152,7 @@ def main(argv=None) -> int:
     result = {"setup": "fsdp2" + ("+compile" if args.compile else "") + ("+liger" if args.liger else "") +
                        ("+grad_ckpt" if args.grad_ckpt else "") + ("+cudnn" if args.cudnn_attention else "") +
                        (f"+float8 {args.float8}" if args.float8 else ""),
-              "shape": args.shape, "gpus": world, "seq_len": args.seq_len, "micro_batch_size": args.micro_batch_size,
+              "attention": model.config._attn_implementation, "shape": args.shape, "gpus": world, "seq_len": args.seq_len, "micro_batch_size": args.micro_batch_size,
               "grad_accum": args.grad_accum, "tokens_per_gpu_per_step": tokens_per_step,
               "tokens_per_s_per_gpu": round(tokens_per_step / step_s, 1),
               "peak_memory_gib": round(torch.cuda.max_memory_allocated() / (1 << 30), 2) if cuda else None,

@@ -47,7 +47,8 @@ def test_fsdp2_peer_runs_through_the_harness_and_averages_its_micro_batches(tmp_
     assert ckpt["losses"] == plain["losses"]
     assert "+grad_ckpt" in (out / "tiny-fsdp2-peer-ckpt" / "log.txt").read_text()
     assert cudnn["losses"] == pytest.approx(plain["losses"], abs=1e-3)
-    assert "+cudnn" in (out / "tiny-fsdp2-peer-cudnn" / "log.txt").read_text()
+    cudnn_log = (out / "tiny-fsdp2-peer-cudnn" / "log.txt").read_text()
+    assert "+cudnn" in cudnn_log and '"attention": "sdpa_cudnn_first"' in cudnn_log
 
 
 def test_peer_flops_use_the_model_parameter_count_and_rows_get_their_ratio():
