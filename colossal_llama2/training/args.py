@@ -94,9 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     a("--fp8_experimental", action="store_true",
       help="Run --fp8 although it is below the speed bar it would ship at (for measurements).")
     a("--zero_step", default="fast", choices=("fast", "library"),
-      help="zero2/zero2_cpu optimizer step: fast computes the gradient norm in fp32 with foreach kernels and "
-           "skips multiplying gradients by 1 (same numbers, see training/zero_speed.py); library is "
-           "colossalai's own step, for comparison.")
+      help="zero2/zero2_cpu optimizer step. fast (zero2): the bf16 gradient shards go straight into the fused "
+           "Adam kernel, which also clips, and the updated weights are cast into place and all-gathered in place; "
+           "no fp32 gradient copies, no gather buckets, the gradient norm in fp32 with foreach kernels (same "
+           "arithmetic; 1.20x the library step's speed and 14 GiB less memory at 16 of 7b's layers on one H200, "
+           "training/zero_speed.py). zero2_cpu keeps the library step with the fp32 norm and one clipping pass. "
+           "library: colossalai's own step, for comparison.")
     a("--gc_interval", type=int, default=0,
       help="Run Python's garbage collector every N optimizer steps instead of at arbitrary moments inside a step; "
            "0 (default) keeps Python's automatic collection. On one H100 it made no measurable difference; with "
