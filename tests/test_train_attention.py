@@ -112,3 +112,15 @@ def test_neftune_noise_only_in_training_and_scaled_by_real_length():
     assert (noise.abs().amax(dim=(1, 2)) > 0.5 * bound).all()
     neft.remove()
     assert torch.equal(emb(ids), clean)
+
+
+@pytest.mark.parametrize("attention, plugin, expected", [
+    ("cudnn", "zero2", varlen_attention.CUDNN_ATTN_NAME), ("varlen", "zero2", varlen_attention.ATTN_NAME),
+    ("auto", "zero2", "sdpa"), ("cudnn", "3d", "sdpa"), ("sdpa", "zero2", "sdpa")])
+def test_attention_choice_on_cpu(attention, plugin, expected):
+    """--attention on a machine without CUDA: an explicit cudnn/varlen choice registers that function (its
+    reference kernel runs on CPU), auto stays on SDPA, and 3d (shardformer owns attention) always gets SDPA."""
+    from colossal_llama2.training.attention import choose_attn_implementation
+
+    assert choose_attn_implementation(False, False, attention, plugin) == expected
+    assert not varlen_attention.cudnn_preferred(False)
