@@ -1,6 +1,7 @@
 """zero2's optimizer-step replacements give the library's numbers (CPU, one gloo rank)."""
 from __future__ import annotations
 
+import collections
 import types
 
 import pytest
@@ -85,3 +86,33 @@ def test_publishing_refuses_a_weight_detached_from_its_buffer(one_rank_group):
                                  pid_to_bucket_store={id(working): types.SimpleNamespace(local_rank=0, world_size=1)})
     with pytest.raises(RuntimeError, match="no longer shares storage"):
         publish_working_params(fake, [(working, torch.ones(4), None)])
+
+
+def test_adam_update_launches_once_per_gradient_dtype(monkeypatch):
+    """colossalai's kernel reads all gradients of a launch as the first one's dtype: a bf16 and an fp32 gradient
+    must go to separate launches, each with its own tensors (the kernel itself is faked: it needs CUDA)."""
+    import colossalai.utils
+
+    from colossal_llama2.training.zero_speed import adam_update
+
+    launches = []
+    monkeypatch.setattr(colossalai.utils, "multi_tensor_applier",
+                        lambda op, flag, lists, *hyper: launches.append(([g.dtype for g in lists[0]], hyper)))
+    adam = types.SimpleNamespace(state=collections.defaultdict(dict), gpu_adam_op=None, _dummy_overflow_buf=None, adamw_mode=True)
+    masters = [torch.zeros(3), torch.zeros(5), torch.zeros(2)]
+    grads = [torch.ones(3, dtype=torch.bfloat16), torch.ones(5), torch.ones(2, dtype=torch.bfloat16)]
+    group = {"lr": 0.1, "betas": (0.9, 0.95), "eps": 1e-8, "bias_correction": True, "weight_decay": 0.0}
+    adam_update(adam, group, list(zip([None] * 3, masters, grads)), div_scale=4.0)
+    adam_update(adam, group, list(zip([None] * 3, masters, grads)), div_scale=1.0)
+    assert [dtypes for dtypes, _ in launches] == [[torch.bfloat16, torch.bfloat16], [torch.float32]] * 2
+    assert [hyper[4] for _, hyper in launches] == [1, 1, 2, 2]  # the step count, kept per master as HybridAdam does
+    assert [hyper[-1] for _, hyper in launches] == [4.0, 4.0, -1, -1]  # -1: the kernel divides by nothing
+    assert all(adam.state[m]["step"] == 2 and adam.state[m]["exp_avg"].shape == m.shape for m in masters)
+
+
+def test_publishing_nothing_is_a_no_op(one_rank_group):
+    """A step where no parameter got a gradient (all frozen layers skipped) publishes nothing, without error."""
+    from colossal_llama2.training.zero_speed import publish_working_params
+
+    fake = types.SimpleNamespace(_working_param_to_padded_working_param={}, param_to_pg={}, pid_to_bucket_store={})
+    publish_working_params(fake, [])

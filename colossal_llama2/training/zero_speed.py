@@ -125,13 +125,18 @@ def adam_update(adam, group: dict, triples: list[tuple], div_scale: float) -> No
             state["exp_avg"] = torch.zeros_like(master)
             state["exp_avg_sq"] = torch.zeros_like(master)
         state["step"] += 1
-    states = [adam.state[master] for _, master, _ in triples]
     beta1, beta2 = group["betas"]
-    multi_tensor_applier(adam.gpu_adam_op, adam._dummy_overflow_buf,
-                         [[grad for *_, grad in triples], [master for _, master, _ in triples],
-                          [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states]],
-                         group["lr"], beta1, beta2, group["eps"], states[-1]["step"], int(adam.adamw_mode),
-                         int(group["bias_correction"]), group["weight_decay"], div_scale if div_scale != 1.0 else -1)
+    by_grad_dtype: dict[torch.dtype, list[tuple]] = {}  # the kernel reads every gradient of a launch as one dtype
+    for triple in triples:
+        by_grad_dtype.setdefault(triple[2].dtype, []).append(triple)
+    for same in by_grad_dtype.values():
+        states = [adam.state[master] for _, master, _ in same]
+        multi_tensor_applier(adam.gpu_adam_op, adam._dummy_overflow_buf,
+                             [[grad for *_, grad in same], [master for _, master, _ in same],
+                              [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states]],
+                             group["lr"], beta1, beta2, group["eps"], states[-1]["step"], int(adam.adamw_mode),
+                             int(group["bias_correction"]), group["weight_decay"],
+                             div_scale if div_scale != 1.0 else -1)
 
 
 def publish_working_params(self, triples: list[tuple]) -> None:
@@ -148,7 +153,8 @@ def publish_working_params(self, triples: list[tuple]) -> None:
         slots.append(slot)
         if store.world_size > 1:
             gathers.append((padded, slot, self.param_to_pg[working]))
-    torch._foreach_copy_(slots, [master for _, master, _ in triples])
+    if slots:  # (foreach kernels refuse empty lists)
+        torch._foreach_copy_(slots, [master for _, master, _ in triples])
     handles = [dist.all_gather_into_tensor(padded, slot, group=pg, async_op=True) for padded, slot, pg in gathers]
     for handle in handles:
         handle.wait()
