@@ -14,24 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
+import sys
+from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-def _timed(fn, iters: int) -> float:
-    import torch
-
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    loops = []
-    for _ in range(5):
-        t0 = time.perf_counter()
-        for _ in range(iters):
-            fn()
-        torch.cuda.synchronize()
-        loops.append((time.perf_counter() - t0) / iters * 1e3)
-    return statistics.median(loops)
+from benchmarks.kernel_benchmark import gpu_ms  # noqa: E402
 
 
 def _backends():
@@ -78,7 +66,7 @@ def measure(batch: int, seq: int, heads: int, dim: int, iters: int) -> list[dict
             out.backward(grad_out)
             if reference is None:
                 reference = (out.detach(), q.grad.detach().clone())
-            ms = _timed(step, iters)
+            ms = gpu_ms(step, iters)
         except RuntimeError as err:  # a backend that does not take this shape/GPU
             row["error"] = str(err).splitlines()[0][:200]
             rows.append(row)

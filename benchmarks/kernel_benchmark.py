@@ -24,7 +24,8 @@ from types import SimpleNamespace
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def _time(fn, iters: int) -> tuple[float, float]:
+def gpu_ms(fn, iters: int) -> float:
+    """Milliseconds per call of a synchronised loop after 3 warm-up calls (median of 5 loops of ``iters``)."""
     import torch
 
     for _ in range(3):
@@ -37,6 +38,13 @@ def _time(fn, iters: int) -> tuple[float, float]:
             fn()
         torch.cuda.synchronize()
         gpu.append((time.perf_counter() - t0) / iters * 1e3)
+    return statistics.median(gpu)
+
+
+def _time(fn, iters: int) -> tuple[float, float]:
+    import torch
+
+    gpu = gpu_ms(fn, iters)
     cpu = []
     for _ in range(5):
         torch.cuda._sleep(int(2e9))  # ~1 s of GPU spin: the loop below only measures issuing work
@@ -45,7 +53,7 @@ def _time(fn, iters: int) -> tuple[float, float]:
             fn()
         cpu.append((time.perf_counter() - t0) / 4 * 1e3)
         torch.cuda.synchronize()
-    return statistics.median(gpu), statistics.median(cpu)
+    return gpu, statistics.median(cpu)
 
 
 def swiglu(gate, up):  # transformers' LlamaMLP activation
