@@ -177,6 +177,7 @@ def param_count(shape: str) -> int:
 PEERS = {"plain": [], "compile_liger": ["--compile", "--liger"], "compile": ["--compile"], "liger": ["--liger"],
          # SDPA's cuDNN kernel instead of its default flash one (train.py's --attention cudnn, for whole samples)
          "compile_cudnn": ["--compile", "--cudnn_attention"], "cudnn": ["--cudnn_attention"],
+         "compile_liger_cudnn": ["--compile", "--liger", "--cudnn_attention"],
          "compile_float8": ["--compile", "--float8", "tensorwise"],
          "compile_liger_float8": ["--compile", "--liger", "--float8", "tensorwise"],
          "compile_liger_float8_rowwise": ["--compile", "--liger", "--float8", "rowwise"],

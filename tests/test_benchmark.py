@@ -30,7 +30,7 @@ def test_benchmark_harness_runs_train_py_and_reports(tmp_path):
 def test_fsdp2_peer_runs_through_the_harness_and_averages_its_micro_batches(tmp_path):
     """The FSDP2 peer (benchmarks/fsdp2_peer.py) on CPU over 2 gloo ranks, as --peers runs it: at random init the
     loss of a step is the mean over its micro-batches, ~ln(vocab) (their sum would be twice that); with
-    activation checkpointing, and with SDPA's backend priority set (cudnn; on CPU its flash kernel runs), it
+    activation checkpointing, and with only cuDNN attention enabled (on CPU: its math kernel runs), it
     trains the same numbers."""
     import math
 
@@ -48,7 +48,7 @@ def test_fsdp2_peer_runs_through_the_harness_and_averages_its_micro_batches(tmp_
     assert "+grad_ckpt" in (out / "tiny-fsdp2-peer-ckpt" / "log.txt").read_text()
     assert cudnn["losses"] == pytest.approx(plain["losses"], abs=1e-3)
     cudnn_log = (out / "tiny-fsdp2-peer-cudnn" / "log.txt").read_text()
-    assert "+cudnn" in cudnn_log and '"attention": "sdpa_cudnn_first"' in cudnn_log
+    assert "+cudnn" in cudnn_log and '"attention": "sdpa (cuDNN only)"' in cudnn_log
 
 
 def test_peer_flops_use_the_model_parameter_count_and_rows_get_their_ratio():

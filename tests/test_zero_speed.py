@@ -75,6 +75,39 @@ def test_weights_are_published_in_place_across_ranks():
 
     proc = run_distributed(REPO_ROOT / "tests" / "scripts" / "zero_publish.py", nproc=2, timeout=120)
     assert proc.stdout.count("published OK") == 2, proc.stdout[-2000:]
+    assert proc.stdout.count("pipelined OK") == 2, proc.stdout[-2000:]
+
+
+def test_one_rank_updates_in_one_pass(one_rank_group):
+    """With nothing to gather there is nothing to overlap: one Adam pass over every parameter, whatever the
+    chunk size, and the weights take their masters' values."""
+    from colossal_llama2.training.zero_speed import update_and_publish
+
+    working = [torch.zeros(4, dtype=torch.bfloat16), torch.zeros(6, dtype=torch.bfloat16)]
+    fake = types.SimpleNamespace(_working_param_to_padded_working_param={w: w for w in working},
+                                 param_to_pg={w: one_rank_group for w in working},
+                                 pid_to_bucket_store={id(w): types.SimpleNamespace(local_rank=0, world_size=1)
+                                                      for w in working})
+    masters = [torch.zeros(4), torch.zeros(6)]
+    passes = []
+
+    def update(chunk):
+        passes.append(len(chunk))
+        for _, master, _ in chunk:
+            master.fill_(0.5)
+
+    update_and_publish(fake, [(w, m, None) for w, m in zip(working, masters)], update, chunk_numel=1)
+    update_and_publish(fake, [], update, chunk_numel=1)
+    assert passes == [2]
+    assert all(torch.equal(w, torch.full_like(w, 0.5)) for w in working)
+
+
+def test_chunks_close_at_the_size_and_keep_the_order():
+    from colossal_llama2.training.zero_speed import chunks_of
+
+    triples = [(i, torch.zeros(n), None) for i, n in enumerate([3, 6, 2, 2, 9, 1])]
+    assert [[t[0] for t in c] for c in chunks_of(triples, 5)] == [[0, 1], [2, 3, 4], [5]]
+    assert [[t[0] for t in c] for c in chunks_of(triples, 100)] == [[0, 1, 2, 3, 4, 5]]
 
 
 def test_publishing_refuses_a_weight_detached_from_its_buffer(one_rank_group):

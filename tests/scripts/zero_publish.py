@@ -1,5 +1,6 @@
 """Two gloo ranks: zero_speed.publish_working_params writes each rank's master shard into its slot of the
-working weights and all-gathers them in place, padding included (a 15-element weight over 2 ranks)."""
+working weights and all-gathers them in place, padding included (a 15-element weight over 2 ranks); and
+update_and_publish starts each chunk's gathers before updating the next chunk, and the weights end complete."""
 from __future__ import annotations
 
 import types
@@ -8,7 +9,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from colossal_llama2.training.zero_speed import publish_working_params
+from colossal_llama2.training import zero_speed
 
 
 def colossalai_layout(param: torch.Tensor, world: int) -> torch.Tensor:
@@ -19,23 +20,63 @@ def colossalai_layout(param: torch.Tensor, world: int) -> torch.Tensor:
     return padded
 
 
-def main() -> None:
-    dist.init_process_group("gloo")
-    rank, world = dist.get_rank(), dist.get_world_size()
-    shapes = [(5, 3), (4, 4), (7,)]
+def setup(shapes, rank: int, world: int):
+    """Zeroed working weights in colossalai's layout, the optimizer's fields the publication reads, and the
+    full weights every rank should end with (rank r's fp32 slot of each, to be written into its master)."""
     working = [torch.zeros(s, dtype=torch.bfloat16) for s in shapes]
     padded = {w: colossalai_layout(w, world) for w in working}
-    # the updated full weights every rank should end with; rank r holds its slot of each in fp32
     full = [torch.randn(p.numel(), generator=torch.Generator().manual_seed(i)) for i, p in enumerate(padded.values())]
-    masters = [f.chunk(world)[rank].clone() for f in full]
+    slots = [f.chunk(world)[rank].clone() for f in full]
     fake = types.SimpleNamespace(
         _working_param_to_padded_working_param=padded, param_to_pg={w: dist.group.WORLD for w in working},
         pid_to_bucket_store={id(w): types.SimpleNamespace(local_rank=rank, world_size=world) for w in working})
-    publish_working_params(fake, [(w, m, None) for w, m in zip(working, masters)])
+    return working, full, slots, fake
+
+
+def assert_complete(working, full, rank: int) -> None:
     for w, f in zip(working, full):
         expected = f[:w.numel()].to(torch.bfloat16).view(w.shape)
         assert torch.equal(w, expected), (rank, w, expected)
+
+
+def check_publish(rank: int, world: int) -> None:
+    working, full, masters, fake = setup([(5, 3), (4, 4), (7,)], rank, world)
+    zero_speed.publish_working_params(fake, [(w, m, None) for w, m in zip(working, masters)])
+    assert_complete(working, full, rank)
     print(f"rank {rank}: published OK", flush=True)
+
+
+def check_pipelined(rank: int, world: int) -> None:
+    # per-rank shards of 8, 8, 4 and 9 elements; chunks of >= 8: [p0], [p1], [p2, p3]
+    working, full, targets, fake = setup([(5, 3), (4, 4), (7,), (9, 2)], rank, world)
+    masters = [torch.zeros_like(t) for t in targets]
+    events = []
+    real_gather = dist.all_gather_into_tensor
+
+    def logged_gather(out, inp, group=None, async_op=False):
+        events.append("gather")
+        return real_gather(out, inp, group=group, async_op=async_op)
+
+    def update(chunk):  # the Adam pass's stand-in: the chunk's masters take their new values
+        events.append(f"update {len(chunk)}")
+        for _, master, target in chunk:
+            master.copy_(target)
+
+    dist.all_gather_into_tensor = logged_gather
+    try:
+        zero_speed.update_and_publish(fake, list(zip(working, masters, targets)), update, chunk_numel=8)
+    finally:
+        dist.all_gather_into_tensor = real_gather
+    assert events == ["update 1", "gather", "update 1", "gather", "update 2", "gather", "gather"], events
+    assert_complete(working, full, rank)
+    print(f"rank {rank}: pipelined OK", flush=True)
+
+
+def main() -> None:
+    dist.init_process_group("gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    check_publish(rank, world)
+    check_pipelined(rank, world)
     dist.destroy_process_group()
 
 

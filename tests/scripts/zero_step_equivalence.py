@@ -19,7 +19,11 @@ def build(fused: bool):
     from colossalai.nn.optimizer import HybridAdam
     from colossalai.zero import LowLevelZeroOptimizer
 
+    from colossal_llama2.training import zero_speed
     from colossal_llama2.training.zero_speed import speed_up_zero_optimizer
+
+    # chunks of a few thousand elements: on 2 ranks the update and the gathers interleave over several chunks
+    zero_speed.PUBLISH_CHUNK_NUMEL = 4096
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(64, 257), torch.nn.Linear(257, 33)).cuda().to(torch.bfloat16)
