@@ -64,6 +64,12 @@ def test_max_length_must_match_data(monkeypatch, tmp_path, tiny_model_dir, datas
     assert err.where == "--max_length" and expect in str(err)
 
 
+@pytest.mark.parametrize("flag, value", [("--zero_gather_chunk_in_m", -1), ("--reduce_bucket_size_in_m", 0)])
+def test_size_flags_out_of_range(monkeypatch, tmp_path, tiny_model_dir, datasets_dir, flag, value):
+    err = run_main(monkeypatch, tmp_path, tiny_model_dir, datasets_dir / "ok", flag, value)
+    assert err.where == flag and "must be >=" in str(err)
+
+
 def test_tp_must_divide_heads_and_world_size(monkeypatch, tmp_path, tiny_model_dir, datasets_dir):
     # The tiny model has 4 attention heads and 2 key-value heads.
     err = run_main(monkeypatch, tmp_path, tiny_model_dir, datasets_dir / "ok", "--plugin", "3d", "--tp", 4,

@@ -100,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
            "arithmetic; 1.20x the library step's speed and 14 GiB less memory at 16 of 7b's layers on one H200, "
            "training/zero_speed.py). zero2_cpu keeps the library step with the fp32 norm and one clipping pass. "
            "library: colossalai's own step, for comparison.")
+    a("--zero_gather_chunk_in_m", type=int, default=64,
+      help="zero2 with --zero_step fast on several GPUs: the step updates and all-gathers the weights in chunks of "
+           "this many million master elements, each chunk's all-gather running while the next chunk is updated. "
+           "0: all-gather after the whole update, as colossalai's step does (for before/after measurements).")
     a("--gc_interval", type=int, default=0,
       help="Run Python's garbage collector every N optimizer steps instead of at arbitrary moments inside a step; "
            "0 (default) keeps Python's automatic collection. On one H100 it made no measurable difference; with "

@@ -147,7 +147,7 @@ class Trainer:
         if self.patches.lazy_init and not args.random_init:
             self.booster.load_model(self.model, ckpt.weights_path(args.pretrained))
         if args.plugin in ("zero2", "zero2_cpu") and args.zero_step == "fast":
-            installed = speed_up_zero_optimizer(self.optimizer)
+            installed = speed_up_zero_optimizer(self.optimizer, gather_chunk_numel=args.zero_gather_chunk_in_m << 20)
             if installed:
                 logger.info("zero2: %s (zero_speed.py)", installed)
 

@@ -63,6 +63,8 @@ def _check_positive_flags(args: argparse.Namespace) -> None:
         raise UserInputError("must be >= 0", where="--gc_interval")
     if args.reduce_bucket_size_in_m < 1:
         raise UserInputError("must be >= 1", where="--reduce_bucket_size_in_m")
+    if args.zero_gather_chunk_in_m < 0:
+        raise UserInputError("must be >= 0 (0: gather after the whole update)", where="--zero_gather_chunk_in_m")
     if args.profile_steps and not parse_profile_steps(args.profile_steps):
         raise UserInputError("expected FIRST:LAST optimizer steps, e.g. 10:12", where="--profile_steps")
 

@@ -98,7 +98,8 @@ def fused_zero_step(self, closure=None):
     div_scale = grad_div_scale(self, self._current_grad_norm)
     for group_id, triples in enumerate(groups):
         group = self.optim.param_groups[group_id]
-        update_and_publish(self, triples, lambda chunk: adam_update(self.optim, group, chunk, div_scale))
+        update_and_publish(self, triples, lambda chunk: adam_update(self.optim, group, chunk, div_scale),
+                           getattr(self, "_gather_chunk_numel", None))
 
 
 def _params_with_grads(self, group_id: int) -> list[tuple]:
@@ -142,7 +143,7 @@ def adam_update(adam, group: dict, triples: list[tuple], div_scale: float) -> No
 
 # Master-shard elements per chunk of update_and_publish: at 7b over 2 ranks about 50 chunks, each an Adam pass
 # of ~0.5 ms on an H200 against a gather of about the same length, so both streams stay busy.
-PUBLISH_CHUNK_NUMEL = 1 << 26
+PUBLISH_CHUNK_NUMEL = 64 << 20  # train.py --zero_gather_chunk_in_m 64
 
 
 def update_and_publish(self, triples: list[tuple], update, chunk_numel: int | None = None) -> None:
@@ -150,15 +151,18 @@ def update_and_publish(self, triples: list[tuple], update, chunk_numel: int | No
     all-gathers running on NCCL's stream while the next chunk is updated; all are waited for at the end (a
     stream wait on CUDA: the host does not block). The library gathers only after the whole update, so on
     several GPUs the gather's time (all weights' bytes over NVLink, ~20 ms per step at 7b on 2 GPUs) adds to
-    the step. On one rank nothing is gathered and the update is one pass."""
+    the step. On one rank nothing is gathered and the update is one pass, as it is with ``chunk_numel`` 0 (the
+    library's order); None: ``PUBLISH_CHUNK_NUMEL``."""
     if not triples:
         return
-    if self.pid_to_bucket_store[id(triples[0][0])].world_size == 1:
+    if chunk_numel is None:
+        chunk_numel = PUBLISH_CHUNK_NUMEL
+    if chunk_numel == 0 or self.pid_to_bucket_store[id(triples[0][0])].world_size == 1:
         update(triples)
         publish_working_params(self, triples)
         return
     pending = []
-    for chunk in chunks_of(triples, chunk_numel or PUBLISH_CHUNK_NUMEL):
+    for chunk in chunks_of(triples, chunk_numel):
         update(chunk)
         pending += start_publishing(self, chunk)
     for handle in pending:
@@ -204,9 +208,10 @@ def start_publishing(self, triples: list[tuple]) -> list:
     return [dist.all_gather_into_tensor(padded, slot, group=pg, async_op=True) for padded, slot, pg in gathers]
 
 
-def speed_up_zero_optimizer(optimizer) -> str | None:
+def speed_up_zero_optimizer(optimizer, gather_chunk_numel: int | None = None) -> str | None:
     """Install both on a boosted LowLevelZeroOptimizer (the Booster's OptimizerWrapper or the optimizer);
-    returns what was installed, for the log, or None when ``optimizer`` is not one."""
+    returns what was installed, for the log, or None when ``optimizer`` is not one. ``gather_chunk_numel``:
+    the fused step's chunk (``update_and_publish``)."""
     from colossalai.zero.low_level.low_level_optim import LowLevelZeroOptimizer
 
     inner = optimizer if isinstance(optimizer, LowLevelZeroOptimizer) else getattr(optimizer, "optim", None)
@@ -220,6 +225,7 @@ def speed_up_zero_optimizer(optimizer) -> str | None:
             and getattr(inner.optim, "offloader", None) is None and not inner._overlap_allgather
             and not inner._fp8_communication and len(inner.pg_to_grad_store) == 1):
         inner.step = types.MethodType(fused_zero_step, inner)
+        inner._gather_chunk_numel = gather_chunk_numel
         return ("gradient norm in fp32 with foreach kernels; bf16 gradients straight into the Adam kernel, which "
                 "also clips; weights written in place (no fp32 gradient copies, no gather buckets)")
     # Only the all-on-GPU path: HybridAdam's CPU path ignores div_scale for bf16 gradients.

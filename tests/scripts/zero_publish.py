@@ -46,8 +46,8 @@ def check_publish(rank: int, world: int) -> None:
     print(f"rank {rank}: published OK", flush=True)
 
 
-def check_pipelined(rank: int, world: int) -> None:
-    # per-rank shards of 8, 8, 4 and 9 elements; chunks of >= 8: [p0], [p1], [p2, p3]
+def check_pipelined(rank: int, world: int, chunk_numel: int, expected_events: list[str]) -> None:
+    # per-rank shards of 8, 8, 4 and 9 elements
     working, full, targets, fake = setup([(5, 3), (4, 4), (7,), (9, 2)], rank, world)
     masters = [torch.zeros_like(t) for t in targets]
     events = []
@@ -64,19 +64,22 @@ def check_pipelined(rank: int, world: int) -> None:
 
     dist.all_gather_into_tensor = logged_gather
     try:
-        zero_speed.update_and_publish(fake, list(zip(working, masters, targets)), update, chunk_numel=8)
+        zero_speed.update_and_publish(fake, list(zip(working, masters, targets)), update, chunk_numel)
     finally:
         dist.all_gather_into_tensor = real_gather
-    assert events == ["update 1", "gather", "update 1", "gather", "update 2", "gather", "gather"], events
+    assert events == expected_events, (chunk_numel, events)
     assert_complete(working, full, rank)
-    print(f"rank {rank}: pipelined OK", flush=True)
+    print(f"rank {rank}: chunks of {chunk_numel} OK", flush=True)
 
 
 def main() -> None:
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     check_publish(rank, world)
-    check_pipelined(rank, world)
+    # chunks of >= 8 elements: [p0], [p1], [p2, p3], each gathered before the next is updated
+    check_pipelined(rank, world, 8, ["update 1", "gather", "update 1", "gather", "update 2", "gather", "gather"])
+    # 0: the library's order, everything updated, then gathered
+    check_pipelined(rank, world, 0, ["update 4", "gather", "gather", "gather", "gather"])
     dist.destroy_process_group()
 
 
