@@ -15,8 +15,10 @@ Peak memory per GPU, in bytes, for P parameters on N data-parallel GPUs (no tens
 plus activations (no gradient checkpointing: ~40 bytes per token, layer and hidden unit; with it, ~4) and
 3 GB for the CUDA context and workspaces. Calibrated against measured peaks (tests/test_plugin_choice.py,
 within -5% and +25% of each):
-zero2 at 2.2 B parameters on one H200 (40.8 GiB measured, 43.3 GB estimated) and at 7 B on two (73.4 GiB,
-87.9 GB), ddp at 1.1 B on one H100 (23.7 GiB, 25.6 GB), gemini at 2.2 B on one H200 (35.9 GiB, 43.3 GB).
+zero2 at 2.2 B parameters on one H200 (40.8 GiB measured, 43.3 GB estimated; 33.7 GiB with the fused step) and
+at 7 B on two (73.4 GiB, 87.9 GB), with the fused step at 3.8 B on one H200 (58.9 GiB, 74.6 GB; micro-batch 2:
+69.0 GiB, 85.3 GB), ddp at 1.1 B on one H100 (23.7 GiB, 25.6 GB), gemini at 2.2 B on one H200 (35.9 GiB,
+43.3 GB).
 Most estimates err on the high side; a plugin is chosen only if its estimate is below 90% of the smallest
 GPU's memory.
 """
