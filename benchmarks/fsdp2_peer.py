@@ -82,7 +82,7 @@ def shard(model, compile_blocks: bool, float8: str | None = None):
     return model
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--shape", default="7b", help="a shape of benchmarks/train_benchmark.py")
     p.add_argument("--seq_len", type=int, default=4096, help="tokens per sample")
@@ -101,21 +101,15 @@ def main(argv=None) -> int:
                    help="SDPA with only cuDNN's kernel enabled (torch's default picks its flash kernel), as "
                         "train.py's --attention cudnn does for whole samples: the peer a user who knows it would build")
     p.add_argument("--lr", type=float, default=3e-4, help="AdamW learning rate")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
 
+
+def train(model, args, device: str, rank: int, world: int) -> tuple[list[float], list[float]]:
+    """The measured loop: ``args.steps`` optimizer steps on random tokens; (seconds, mean loss) per step."""
     import torch
     import torch.distributed as dist
 
-    cuda = torch.cuda.is_available()  # CPU (gloo): the tests run the same loop on a tiny shape
-    device = "cuda" if cuda else "cpu"
-    dist.init_process_group("nccl" if cuda else "gloo")
-    rank, world = dist.get_rank(), dist.get_world_size()
-    if cuda:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    model = build_model(args.shape, args.seq_len, args.liger, device, args.cudnn_attention)
-    if args.grad_ckpt:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    model = shard(model, args.compile, args.float8)
+    cuda = device == "cuda"
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.1, fused=cuda)
     vocab = model.config.vocab_size
     gen = torch.Generator(device=device).manual_seed(1234 + rank)
@@ -142,6 +136,26 @@ def main(argv=None) -> int:
         synchronize()
         times.append(time.perf_counter() - t0)
         losses.append(total.item() / world)
+    return times, losses
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+
+    import torch
+    import torch.distributed as dist
+
+    cuda = torch.cuda.is_available()  # CPU (gloo): the tests run the same loop on a tiny shape
+    device = "cuda" if cuda else "cpu"
+    dist.init_process_group("nccl" if cuda else "gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    model = build_model(args.shape, args.seq_len, args.liger, device, args.cudnn_attention)
+    if args.grad_ckpt:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model = shard(model, args.compile, args.float8)
+    times, losses = train(model, args, device, rank, world)
     tokens_per_step = args.micro_batch_size * args.grad_accum * args.seq_len
     step_s = statistics.median(times[args.warmup:])
     result = {"setup": "fsdp2" + ("+compile" if args.compile else "") + ("+liger" if args.liger else "") +
