@@ -257,11 +257,16 @@ def test_launcher_killed_as_the_run_ends_leaves_nothing_behind(tmp_path, tiny_mo
         run.kill_everything()
 
 
-@pytest.mark.parametrize("launcher, said", [("colossalai", "again: leaving at once"),
+@pytest.mark.parametrize("launcher, said", [("colossalai", None),
                                              ("guard-colossalai", "SIGINT again: ending every process")])
 def test_second_ctrl_c_leaves_at_once_and_keeps_the_newest_complete_checkpoint(tmp_path, tiny_model_dir, data,
                                                                                launcher, said):
-    """Without the guard the workers leave at once; with it, every process of the run is killed (status 130)."""
+    """Without the guard the workers leave at once; with it, every process of the run is killed (status 130).
+
+    Without the guard the workers' "SIGINT again: leaving at once" reaches the terminal only through `colossalai
+    run`'s output relay (fabric), which the first Ctrl-C may already have ended: seen in 1 run of 4 on a
+    2-core machine, with the workers gone in time all the same. So only the guard's own message is asserted;
+    leaving at once is what the exit time, the leftovers and the checkpoints show."""
     args = train_args(tiny_model_dir, data, tmp_path, **{"--save_interval": 2})
     run = Run(tmp_path, args, launcher, script=SLOW_TRAIN, env={"SLOW_SAVE_FROM_STEP": "5", "SLOW_SAVE_S": "60"})
     try:
@@ -277,7 +282,8 @@ def test_second_ctrl_c_leaves_at_once_and_keeps_the_newest_complete_checkpoint(t
         if launcher.startswith("guard-"):
             assert code == 130, run.output()[-3000:]
         assert run.leftovers() == [], run.output()[-3000:]
-        assert said in run.output()
+        if said:
+            assert said in run.output()
         assert [p.name for p in list_checkpoints(tmp_path / "ckpt")] == ["epoch-0_step-2", "epoch-0_step-4"]
     finally:
         run.kill_everything()
@@ -321,3 +327,25 @@ def test_guard_command_line_errors():
     assert launch.main(["--", "/nonexistent/launcher", "train.py"]) == 127
     assert launch.main([sys.executable, "-c", "import sys; sys.exit(7)"]) == 7
     assert launch.main([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGTERM)"]) == 143
+
+
+@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_worker_says_why_it_leaves_on_a_second_signal(signum, status):
+    """The worker's own side of a second Ctrl-C (the launcher may not relay it, see above): a repeat inside the
+    window is one stop; a later one writes "<SIGNAL> again: leaving at once" to stderr and exits at once."""
+    code = f"""
+import signal
+from colossal_llama2.training import signals
+stop = signals.GracefulStop(device="cpu")
+stop._handle({int(signum)}, None)
+stop._handle({int(signum)}, None)  # a copy of the same stop (inside the window): still running
+print("one stop:", stop.signal_name, flush=True)
+stop.first_signal_at -= signals.REPEAT_WINDOW_S + 1
+stop._handle({int(signum)}, None)
+print("still running after the second", flush=True)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+    name = signal.Signals(signum).name
+    assert proc.returncode == status, proc.stderr[-2000:]
+    assert f"one stop: {name}" in proc.stdout and "still running" not in proc.stdout
+    assert f"{name} again: leaving at once" in proc.stderr
