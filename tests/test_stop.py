@@ -264,8 +264,8 @@ def test_second_ctrl_c_leaves_at_once_and_keeps_the_newest_complete_checkpoint(t
     """Without the guard the workers leave at once; with it, every process of the run is killed (status 130).
 
     Without the guard the workers' "SIGINT again: leaving at once" reaches the terminal only through `colossalai
-    run`'s output relay (fabric), which the first Ctrl-C may already have ended: seen in 1 run of 4 on a
-    2-core machine, with the workers gone in time all the same. So only the guard's own message is asserted;
+    run`'s output relay (fabric/invoke), which the same second Ctrl-C can end first (its interrupt forwarding
+    hits a closed stdin): seen in 1 run of 4 on a 2-core machine, with the workers gone in time all the same. So only the guard's own message is asserted;
     leaving at once is what the exit time, the leftovers and the checkpoints show."""
     args = train_args(tiny_model_dir, data, tmp_path, **{"--save_interval": 2})
     run = Run(tmp_path, args, launcher, script=SLOW_TRAIN, env={"SLOW_SAVE_FROM_STEP": "5", "SLOW_SAVE_S": "60"})
