@@ -158,12 +158,9 @@ def update_and_publish(self, triples: list[tuple], update, chunk_numel: int | No
         return
     if chunk_numel is None:
         chunk_numel = PUBLISH_CHUNK_NUMEL
-    if chunk_numel == 0 or self.pid_to_bucket_store[id(triples[0][0])].world_size == 1:
-        update(triples)
-        publish_working_params(self, triples)
-        return
+    one_pass = chunk_numel == 0 or self.pid_to_bucket_store[id(triples[0][0])].world_size == 1
     pending = []
-    for chunk in chunks_of(triples, chunk_numel):
+    for chunk in [triples] if one_pass else chunks_of(triples, chunk_numel):
         update(chunk)
         pending += start_publishing(self, chunk)
     for handle in pending:
