@@ -97,17 +97,19 @@ def test_fused_kernels_train_like_the_reference(tmp_path, tiny_model_dir, gpu_da
 
 def test_fast_zero_step_trains_like_the_library_step(tmp_path, tiny_model_dir, gpu_data):
     """zero_speed.py's step (fp32 foreach norm; bf16 gradients into the Adam kernel, which clips; weights written
-    in place) against colossalai's own step: the same arithmetic, so the same curve."""
+    in place) and zero_reduction.py's gradient reduction against colossalai's own: the same arithmetic, so the
+    same curve."""
     common = ["--pretrained", tiny_model_dir, "--dataset", gpu_data, "--plugin", "zero2", "--mixed_precision", "bf16",
               "--max_length", 64, "--micro_batch_size", 4, "--lr", 1e-2, "--padding_mode", "longest",
               "--max_steps", 6, "-s", 1, "--no_save", "--config_file", tmp_path / "c.json", "--seed", 3,
               "--gradient_clipping", "0.1"]
     runs = {}
     for name in ("library", "fast"):
-        proc = run_distributed(TRAIN, [*common, "--zero_step", name, "--tensorboard_dir", tmp_path / name], nproc=1,
-                               timeout=600)
+        proc = run_distributed(TRAIN, [*common, "--zero_step", name, "--zero_reduce", name,
+                                       "--tensorboard_dir", tmp_path / name], nproc=1, timeout=600)
         runs[name] = metrics(tmp_path / name)
         assert ("bf16 gradients straight into the Adam kernel" in proc.stdout) == (name == "fast")
+        assert ("reduce-scattered with AVG" in proc.stdout) == (name == "fast")
     assert all(row["grad_norm"] > 0.1 for row in runs["library"].values())  # clipping acted on every step
     for step, row in runs["library"].items():
         assert runs["fast"][step]["grad_norm"] == pytest.approx(row["grad_norm"], rel=1e-2), step
@@ -116,7 +118,8 @@ def test_fast_zero_step_trains_like_the_library_step(tmp_path, tiny_model_dir, g
 
 @pytest.mark.parametrize("nproc", [1, 2], ids=["1gpu", "2gpus"])
 def test_fused_zero_step_updates_exactly_like_the_library(nproc):
-    """The optimizer step alone, same gradients: master weights, Adam states and bf16 weights as colossalai's."""
+    """The gradient reduction and optimizer step alone, same gradients: master weights, Adam states and bf16
+    weights as colossalai's."""
     if torch.cuda.device_count() < nproc:
         pytest.skip(f"needs {nproc} GPUs")
     proc = run_distributed(REPO_ROOT / "tests" / "scripts" / "zero_step_equivalence.py", nproc=nproc, timeout=300)

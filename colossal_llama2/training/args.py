@@ -104,6 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
       help="zero2 with --zero_step fast on several GPUs: the step updates and all-gathers the weights in chunks of "
            "this many million master elements, each chunk's all-gather running while the next chunk is updated. "
            "0: all-gather after the whole update, as colossalai's step does (for before/after measurements).")
+    a("--zero_reduce", default="fast", choices=("fast", "library"),
+      help="zero2/zero2_cpu gradient reduction. fast: each bucket is concatenated on the communication stream and "
+           "reduce-scattered with an averaging collective, so the compute stream spends no pass on concatenating "
+           "or dividing it, and one GPU skips the collective's copy (same numbers; training/zero_reduction.py). "
+           "library: colossalai's own reduction, for comparison.")
     a("--gc_interval", type=int, default=0,
       help="Run Python's garbage collector every N optimizer steps instead of at arbitrary moments inside a step; "
            "0 (default) keeps Python's automatic collection. On one H100 it made no measurable difference; with "

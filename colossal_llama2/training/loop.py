@@ -45,6 +45,7 @@ from .signals import GracefulStop
 from .step_metrics import DeviceScalars, NonFiniteLoss, StepRecord, StepReporter
 from .token_loss import TokenLoss
 from .validation import parse_profile_steps, validate_inputs
+from .zero_reduction import speed_up_zero_reduction
 from .zero_speed import speed_up_zero_optimizer
 
 logger = get_logger(__name__)
@@ -146,10 +147,20 @@ class Trainer:
                                                                                  lr_scheduler=lr_scheduler)
         if self.patches.lazy_init and not args.random_init:
             self.booster.load_model(self.model, ckpt.weights_path(args.pretrained))
-        if args.plugin in ("zero2", "zero2_cpu") and args.zero_step == "fast":
-            installed = speed_up_zero_optimizer(self.optimizer, gather_chunk_numel=args.zero_gather_chunk_in_m << 20)
-            if installed:
-                logger.info("zero2: %s (zero_speed.py)", installed)
+        if args.plugin in ("zero2", "zero2_cpu"):
+            self._speed_up_zero()
+
+    def _speed_up_zero(self) -> None:
+        """zero2's own step and gradient reduction in place of the library's (--zero_step, --zero_reduce)."""
+        args = self.args
+        installed = []
+        if args.zero_step == "fast":
+            installed.append(speed_up_zero_optimizer(self.optimizer,
+                                                     gather_chunk_numel=args.zero_gather_chunk_in_m << 20))
+        if args.zero_reduce == "fast":
+            installed.append(speed_up_zero_reduction(self.optimizer))
+        for what in filter(None, installed):
+            logger.info("zero2: %s", what)
 
     def _build_step_parts(self) -> None:
         """Patches of the boosted model, the loss, and what each step reports to."""

@@ -1,5 +1,6 @@
-"""On GPUs (1 or 2 ranks): zero_speed's fused step updates master weights, Adam states and the bf16 working
-weights as colossalai's own LowLevelZeroOptimizer.step does, over three steps with clipping active and two
+"""On GPUs (1 or 2 ranks): zero_reduction's gradient reduction (NCCL's averaging reduce-scatter on 2 ranks)
+followed by zero_speed's fused step update master weights, Adam states and the bf16 working weights as
+colossalai's own LowLevelZeroOptimizer reduction and step do, over three steps with clipping active and two
 parameter groups (weight decay on one), with layer sizes that 2 ranks must pad.
 
 The gradients do not depend on the weights (the loss is linear in them: sum(p * c) with a fresh random c
@@ -20,6 +21,7 @@ def build(fused: bool):
     from colossalai.zero import LowLevelZeroOptimizer
 
     from colossal_llama2.training import zero_speed
+    from colossal_llama2.training.zero_reduction import speed_up_zero_reduction
     from colossal_llama2.training.zero_speed import speed_up_zero_optimizer
 
     # chunks of a few thousand elements: on 2 ranks the update and the gathers interleave over several chunks
@@ -32,6 +34,7 @@ def build(fused: bool):
     optimizer = LowLevelZeroOptimizer(adam, partition_grad=True, overlap_communication=True, clip_grad_norm=0.05)
     if fused:
         assert "bf16 gradients straight into the Adam kernel" in speed_up_zero_optimizer(optimizer)
+        assert "reduce-scattered with AVG" in speed_up_zero_reduction(optimizer)
     return model, optimizer
 
 
