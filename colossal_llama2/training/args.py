@@ -14,85 +14,69 @@ def build_parser() -> argparse.ArgumentParser:
         prog="train.py",
         description="Continual pre-training / SFT of a LLaMA-family model on a Colossal-AI Booster. "
                     "Launch with `colossalai run --nproc_per_node N [--hostfile H] train.py ...` or torchrun.")
-    a = p.add_argument
+    _add_data_args(p.add_argument_group("model, data and checkpoints"))
+    _add_optimization_args(p.add_argument_group("optimization"))
+    _add_parallel_args(p.add_argument_group("plugins, parallelism and memory"))
+    _add_kernel_args(p.add_argument_group("kernels"))
+    _add_diagnostic_args(p.add_argument_group("measurement and benchmarks"))
+    return p
+
+
+def _add_data_args(group) -> None:
+    a = group.add_argument
     a("--pretrained", required=True, help="Hugging Face model dir (config.json, *.safetensors, tokenizer files).")
     a("--dataset", nargs="+", required=True,
       help="One or more prepared dataset dirs: part dirs (part-00000 ...) or their parent dir.")
-    a("--plugin", default="gemini", choices=PLUGINS,
-      help="Booster plugin. gemini/gemini_auto/zero2/zero2_cpu/3d need CUDA; ddp (TorchDDPPlugin) also runs on CPU. "
-           "auto: the fastest of ddp, zero2, gemini, zero2_cpu, gemini_auto whose estimated peak memory fits the "
-           "GPUs (training/plugin_choice.py; the choice and the estimate are logged at start).")
+    a("--max_length", type=int, default=4096,
+      help="Context length; must equal the dataset's max_length (from preparation).")
+    a("--pad_token", default="eos", choices=("eos", "unk"), help="Token used for padding.")
+    a("--padding_mode", default="max_length", choices=("max_length", "longest"),
+      help="Pad every batch to --max_length, or to its longest sample.")
+    a("--num_workers", type=int, default=0, help="DataLoader worker processes.")
     a("--load_checkpoint", default=None,
       help="Resume from <save_dir>/epoch-E_step-S (everything), from `latest` (the newest complete checkpoint in "
            "--save_dir), or load weights only from a modeling/ dir.")
     a("--save_interval", type=int, default=1000, help="Save a checkpoint every N optimizer steps (and at the end).")
     a("--save_dir", default="checkpoints", help="Directory for checkpoints epoch-E_step-S/.")
+    a("--keep_last", type=int, default=0, help="Keep only the newest N checkpoints (0 keeps all).")
     a("--tensorboard_dir", default="tensorboard", help="Directory for tensorboard events and metrics.jsonl.")
     a("--config_file", default="config_file.json", help="Write the run's arguments to this JSON file.")
+    a("--eval_dataset", nargs="+", default=None, help="Held-out prepared dataset dir(s) for per-category eval loss.")
+    a("--eval_interval", type=int, default=0, help="Evaluate every N optimizer steps (0: only at the end).")
+    a("--seed", type=int, default=42, help="Seed for data order, initialisation and NEFTune noise.")
+
+
+def _add_optimization_args(group) -> None:
+    a = group.add_argument
     a("--num_epochs", type=int, default=1, help="Number of passes over the dataset.")
+    a("--max_steps", type=int, default=0, help="Stop after this many optimizer steps in total (0: no limit).")
     a("--micro_batch_size", type=int, default=1, help="Samples per device per forward pass.")
+    a("--accumulation_steps", type=int, default=1, help="Micro-batches per optimizer step (SFT example uses 8).")
     a("--lr", type=float, default=3e-4, help="Peak learning rate (cosine decay to 10%% of it after warmup).")
-    a("--max_length", type=int, default=4096,
-      help="Context length; must equal the dataset's max_length (from preparation).")
-    a("--mixed_precision", default=None, choices=("fp16", "bf16"),
-      help="Mixed precision on GPU (default fp16). The ddp plugin on CPU always trains in fp32.")
+    a("-s", "--warmup_steps", type=int, default=None, help="Linear warmup steps (default: 2.5%% of all steps).")
+    a("-w", "--weight_decay", type=float, default=0.1, help="AdamW weight decay (not applied to norms/biases).")
     a("--gradient_clipping", "--grad_clip", dest="gradient_clipping", type=float, default=1.0,
       help="Clip the global gradient norm to this value (0 disables).")
-    a("-w", "--weight_decay", type=float, default=0.1, help="AdamW weight decay (not applied to norms/biases).")
-    a("-s", "--warmup_steps", type=int, default=None, help="Linear warmup steps (default: 2.5%% of all steps).")
-    a("--use_grad_checkpoint", action="store_true", help="Gradient checkpointing: less memory, more compute.")
-    a("--use_flash_attn", action="store_true",
-      help="Use flash-attn 2 when importable (with CUDA), else torch SDPA; the choice is logged at start.")
+    a("--mixed_precision", default=None, choices=("fp16", "bf16"),
+      help="Mixed precision on GPU (default fp16). The ddp plugin on CPU always trains in fp32.")
     a("--freeze_non_embeds_params", action="store_true",
       help="Train only embed_tokens and lm_head (after vocabulary extension).")
+    a("--use_neft", action="store_true", help="NEFTune: noise on input embeddings during training.")
+    a("--neft_alpha", type=float, default=5.0, help="NEFTune alpha (noise scale alpha/sqrt(L*d)).")
+
+
+def _add_parallel_args(group) -> None:
+    a = group.add_argument
+    a("--plugin", default="gemini", choices=PLUGINS,
+      help="Booster plugin. gemini/gemini_auto/zero2/zero2_cpu/3d need CUDA; ddp (TorchDDPPlugin) also runs on CPU. "
+           "auto: the fastest of ddp, zero2, gemini, zero2_cpu, gemini_auto whose estimated peak memory fits the "
+           "GPUs (training/plugin_choice.py; the choice and the estimate are logged at start).")
+    a("--tp", type=int, default=1, help="Tensor parallel size for the 3d plugin.")
+    a("--zero", type=int, default=1, choices=(0, 1, 2), help="ZeRO stage for the 3d plugin.")
+    a("--use_grad_checkpoint", action="store_true", help="Gradient checkpointing: less memory, more compute.")
     a("--reduce_bucket_size_in_m", type=int, default=12,
       help="zero2/zero2_cpu: gradient bucket size in millions of elements (Colossal-AI's default 12). Larger "
            "buckets mean fewer collective calls and less Python per step, smaller ones more overlap.")
-    a("--tp", type=int, default=1, help="Tensor parallel size for the 3d plugin.")
-    a("--zero", type=int, default=1, choices=(0, 1, 2), help="ZeRO stage for the 3d plugin.")
-    a("--accumulation_steps", type=int, default=1, help="Micro-batches per optimizer step (SFT example uses 8).")
-    a("--use_neft", action="store_true", help="NEFTune: noise on input embeddings during training.")
-    a("--neft_alpha", type=float, default=5.0, help="NEFTune alpha (noise scale alpha/sqrt(L*d)).")
-    a("--pad_token", default="eos", choices=("eos", "unk"), help="Token used for padding.")
-    a("--padding_mode", default="max_length", choices=("max_length", "longest"),
-      help="Pad every batch to --max_length, or to its longest sample.")
-    a("--seed", type=int, default=42, help="Seed for data order, initialisation and NEFTune noise.")
-    a("--keep_last", type=int, default=0, help="Keep only the newest N checkpoints (0 keeps all).")
-    a("--eval_dataset", nargs="+", default=None, help="Held-out prepared dataset dir(s) for per-category eval loss.")
-    a("--eval_interval", type=int, default=0, help="Evaluate every N optimizer steps (0: only at the end).")
-    a("--num_workers", type=int, default=0, help="DataLoader worker processes.")
-    a("--peak_tflops_per_device", type=float, default=None,
-      help="Peak dense TFLOP/s of one device for MFU (default: known GPUs by name, else MFU is not reported).")
-    a("--max_steps", type=int, default=0, help="Stop after this many optimizer steps in total (0: no limit).")
-    a("--attention", default="auto", choices=("auto", "sdpa", "varlen", "cudnn", "flash_attn"),
-      help="Attention kernel. varlen: torch's varlen flash kernel (packed documents isolated without a mask). "
-           "cudnn: the same, but batches of whole unpadded samples through SDPA's cuDNN kernel (forward + backward "
-           "1.8x flash at 7b's attention shape on an H200). auto: flash-attn 2 with --use_flash_attn if "
-           "importable, else cudnn on GPUs of compute capability 9.0+, varlen on other GPUs, and SDPA with a "
-           "block mask on CPU.")
-    a("--compile", action="store_true",
-      help="Experimental: torch.compile each decoder layer, all layers sharing one graph (zero2, zero2_cpu, "
-           "ddp). Measured barely faster: no gain at the 1b shape on an H100, 1.01-1.02x at 16 of 7b's layers "
-           "on an H200 (docs/benchmarks.md). Use it with --fp8.")
-    a("--fused_ops", default="auto", choices=("auto", "on", "liger", "off"),
-      help="on: LLaMA's RMSNorm as torch's fused F.rms_norm (one kernel instead of eight; outputs within one bf16 "
-           "ulp); with ddp's bf16 autocast, also keep activations in bf16 (weights stay fp32). liger: "
-           "liger-kernel's RMSNorm, rotary and SwiGLU kernels (zero2, zero2_cpu; pip install -e .[gpu]). auto: "
-           "liger where it runs, else on with CUDA for zero2, zero2_cpu, ddp and gemini (3d's shardformer "
-           "replaces the norms), else off.")
-    a("--fused_loss", default="auto", choices=("auto", "on", "linear", "off"),
-      help="on: cross-entropy that computes loss and gradient in one pass over the logits, without fp32 copies of "
-           "them (compiled on CUDA). linear: liger-kernel's fused linear cross-entropy, lm_head and loss chunk by "
-           "chunk so the logits never exist in full (zero2, zero2_cpu; less memory, but 0.85x the speed of on at "
-           "7b's shapes: for micro-batches that would not fit otherwise). auto: on except for 3d, whose "
-           "shardformer model computes the loss.")
-    a("--fp8", default="off", choices=FP8_CHOICES,
-      help="Experimental: fp8 matmuls in the decoder layers' linear projections, torchao's float8 training with "
-           "per-tensor or per-row dynamic scales (zero2, zero2_cpu; use with --compile; a GPU of compute "
-           "capability 8.9+; pip install -e .[gpu]). Needs --fp8_experimental: measured below the 1.2x bar "
-           "(tensorwise 1.15-1.17x at 7b's layer shapes on one H200; docs/benchmarks.md).")
-    a("--fp8_experimental", action="store_true",
-      help="Run --fp8 although it is below the speed bar it would ship at (for measurements).")
     a("--zero_step", default="fast", choices=("fast", "library"),
       help="zero2/zero2_cpu optimizer step. fast (zero2): the bf16 gradient shards go straight into the fused "
            "Adam kernel, which also clips, and the updated weights are cast into place and all-gathered in place; "
@@ -109,6 +93,49 @@ def build_parser() -> argparse.ArgumentParser:
            "reduce-scattered with an averaging collective, so the compute stream spends no pass on concatenating "
            "or dividing it, and one GPU skips the collective's copy (same numbers; training/zero_reduction.py). "
            "library: colossalai's own reduction, for comparison.")
+
+
+def _add_kernel_args(group) -> None:
+    a = group.add_argument
+    a("--attention", default="auto", choices=("auto", "sdpa", "varlen", "cudnn", "flash_attn"),
+      help="Attention kernel. varlen: torch's varlen flash kernel (packed documents isolated without a mask). "
+           "cudnn: the same, but batches of whole unpadded samples through SDPA's cuDNN kernel (forward + backward "
+           "1.8x flash at 7b's attention shape on an H200). auto: flash-attn 2 with --use_flash_attn if "
+           "importable, else cudnn on GPUs of compute capability 9.0+, varlen on other GPUs, and SDPA with a "
+           "block mask on CPU.")
+    a("--use_flash_attn", action="store_true",
+      help="Use flash-attn 2 when importable (with CUDA), else torch SDPA; the choice is logged at start.")
+    a("--fused_ops", default="auto", choices=("auto", "on", "liger", "off"),
+      help="on: LLaMA's RMSNorm as torch's fused F.rms_norm (one kernel instead of eight; outputs within one bf16 "
+           "ulp); with ddp's bf16 autocast, also keep activations in bf16 (weights stay fp32). liger: "
+           "liger-kernel's RMSNorm, rotary and SwiGLU kernels (zero2, zero2_cpu; pip install -e .[gpu]). auto: "
+           "liger where it runs, else on with CUDA for zero2, zero2_cpu, ddp and gemini (3d's shardformer "
+           "replaces the norms), else off.")
+    a("--fused_loss", default="auto", choices=("auto", "on", "linear", "off"),
+      help="on: cross-entropy that computes loss and gradient in one pass over the logits, without fp32 copies of "
+           "them (compiled on CUDA). linear: liger-kernel's fused linear cross-entropy, lm_head and loss chunk by "
+           "chunk so the logits never exist in full (zero2, zero2_cpu; less memory, but 0.85x the speed of on at "
+           "7b's shapes: for micro-batches that would not fit otherwise). auto: on except for 3d, whose "
+           "shardformer model computes the loss.")
+    a("--compile", action="store_true",
+      help="Experimental: torch.compile each decoder layer, all layers sharing one graph (zero2, zero2_cpu, "
+           "ddp). Measured barely faster: no gain at the 1b shape on an H100, 1.01-1.02x at 16 of 7b's layers "
+           "on an H200 (docs/benchmarks.md). Use it with --fp8.")
+    a("--fp8", default="off", choices=FP8_CHOICES,
+      help="Experimental: fp8 matmuls in the decoder layers' linear projections, torchao's float8 training with "
+           "per-tensor or per-row dynamic scales (zero2, zero2_cpu; use with --compile; a GPU of compute "
+           "capability 8.9+; pip install -e .[gpu]). Needs --fp8_experimental: measured below the 1.2x bar "
+           "(tensorwise 1.15-1.17x at 7b's layer shapes on one H200; docs/benchmarks.md).")
+    a("--fp8_experimental", action="store_true",
+      help="Run --fp8 although it is below the speed bar it would ship at (for measurements).")
+
+
+def _add_diagnostic_args(group) -> None:
+    a = group.add_argument
+    a("--peak_tflops_per_device", type=float, default=None,
+      help="Peak dense TFLOP/s of one device for MFU (default: known GPUs by name, else MFU is not reported).")
+    a("--profile_steps", default=None, metavar="FIRST:LAST",
+      help="Profile optimizer steps FIRST..LAST with torch.profiler; rank 0 writes <tensorboard_dir>/profile.txt.")
     a("--gc_interval", type=int, default=0,
       help="Run Python's garbage collector every N optimizer steps instead of at arbitrary moments inside a step; "
            "0 (default) keeps Python's automatic collection. On one H100 it made no measurable difference; with "
@@ -116,9 +143,6 @@ def build_parser() -> argparse.ArgumentParser:
     a("--random_init", action="store_true",
       help="Initialise weights randomly from --pretrained's config.json instead of loading them (benchmarks).")
     a("--no_save", action="store_true", help="Write no checkpoint at all, not even at the end (benchmarks).")
-    a("--profile_steps", default=None, metavar="FIRST:LAST",
-      help="Profile optimizer steps FIRST..LAST with torch.profiler; rank 0 writes <tensorboard_dir>/profile.txt.")
-    return p
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
