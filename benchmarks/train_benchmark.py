@@ -287,7 +287,7 @@ def markdown(results: list[dict], ceiling: float | None, device: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shapes", default="1b", help=f"Comma-separated model shapes: {', '.join(SHAPES)}.")
     p.add_argument("--plugins", default="zero2,gemini,3d", help="Comma-separated train.py plugins.")
@@ -313,8 +313,11 @@ def main() -> int:
                    f"sequence length, micro-batch and tokens per step ({', '.join(PEERS)}); every row then gets "
                    f"its ratio to the fastest peer.")
     p.add_argument("extra", nargs="*", help="Extra train.py arguments (all variants), after `--`.")
-    args = p.parse_args()
+    return p.parse_args()
 
+
+def main() -> int:
+    args = parse_args()
     import torch
 
     cuda = torch.cuda.is_available()
@@ -352,7 +355,6 @@ def main() -> int:
                     table = write_results()
     print("\n" + table)
     return 0 if all(r["ok"] for r in results) else 1
-
 
 if __name__ == "__main__":
     sys.exit(main())
