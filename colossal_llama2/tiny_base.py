@@ -108,3 +108,125 @@ def build_tiny_llama(tokenizer_dir: str | os.PathLike, out_dir: str | os.PathLik
         shutil.copy2(Path(tokenizer_dir) / name, out_dir / name)
     logger.info("tiny LLaMA: %d parameters, vocab %d -> %s", model.num_parameters(), config.vocab_size, out_dir)
     return out_dir
+
+
+# --- byte-level BPE bases (LLaMA-3, Qwen2 families) -------------------------------------------------------
+
+# The pre-tokenizer split patterns of LLaMA-3 (tiktoken cl100k-like) and Qwen2 (digits one at a time).
+LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+                r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+               r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+LLAMA3_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}<|start_header_id|>{{ message['role'] }}<|end_header_id|>\n\n"
+    "{{ message['content'] | trim }}<|eot_id|>{% endfor %}"
+    "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}")
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+
+BYTE_LEVEL_FLAVOURS = {
+    # bos added by a post-processor, untied embeddings, ignore_merges as in Meta's tokenizer.json
+    "llama3": dict(split=LLAMA3_SPLIT, nfc=False, ignore_merges=True, bos="<|begin_of_text|>",
+                   eos="<|end_of_text|>", specials=["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>",
+                                                    "<|end_header_id|>", "<|eot_id|>"],
+                   chat_template=LLAMA3_CHAT_TEMPLATE, tokenizer_class="PreTrainedTokenizerFast"),
+    # no bos token at all, NFC normaliser, ChatML, the slow files (vocab.json, merges.txt) beside
+    "qwen2": dict(split=QWEN2_SPLIT, nfc=True, ignore_merges=False, bos=None, eos="<|endoftext|>",
+                  specials=["<|endoftext|>", "<|im_start|>", "<|im_end|>"], chat_template=CHATML_TEMPLATE,
+                  tokenizer_class="Qwen2Tokenizer"),
+}
+
+
+def train_byte_level_bpe(lines: Iterable[str], flavour: str = "llama3", vocab_size: int = 1000):
+    """A ``tokenizers.Tokenizer`` of the family ``flavour`` trained on ``lines`` (specials after the BPE vocab)."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+    spec = BYTE_LEVEL_FLAVOURS[flavour]
+    tokenizer = Tokenizer(models.BPE(ignore_merges=spec["ignore_merges"]))
+    if spec["nfc"]:
+        tokenizer.normalizer = normalizers.NFC()
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(spec["split"]), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, show_progress=False, special_tokens=[],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator([line for line in lines if line.strip()], trainer=trainer)
+    tokenizer.add_special_tokens(spec["specials"])
+    byte_level = processors.ByteLevel(trim_offsets=False)
+    if spec["bos"]:
+        bos = spec["bos"]
+        template = processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A {bos} $B",
+                                                 special_tokens=[(bos, tokenizer.token_to_id(bos))])
+        tokenizer.post_processor = processors.Sequence([byte_level, template])
+    else:
+        tokenizer.post_processor = byte_level
+    return tokenizer
+
+
+def build_byte_level_tokenizer(corpus_files: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
+                               flavour: str = "llama3", vocab_size: int = 1000) -> Path:
+    """Write a LLaMA-3-like or Qwen2-like tokenizer dir (tokenizer.json + tokenizer_config.json + ...)."""
+    import json
+
+    from transformers import PreTrainedTokenizerFast
+
+    spec = BYTE_LEVEL_FLAVOURS[flavour]
+    lines: list[str] = []
+    for path in corpus_files:
+        lines.extend(Path(path).read_text(encoding="utf-8").splitlines())
+    wrapped = PreTrainedTokenizerFast(tokenizer_object=train_byte_level_bpe(lines, flavour, vocab_size),
+                                      bos_token=spec["bos"], eos_token=spec["eos"],
+                                      pad_token=spec["eos"] if flavour == "qwen2" else None,
+                                      chat_template=spec["chat_template"], clean_up_tokenization_spaces=False,
+                                      model_max_length=131072)
+    out_dir = Path(out_dir)
+    wrapped.save_pretrained(str(out_dir))
+    config_path = out_dir / "tokenizer_config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config["tokenizer_class"] = spec["tokenizer_class"]
+    config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False), encoding="utf-8")
+    if flavour == "qwen2":  # Qwen ships the slow tokenizer's files too
+        from .tokenizer.bpe_surgery import ByteLevelBPE
+
+        table = ByteLevelBPE.load(out_dir / "tokenizer.json", "tokenizer")
+        for name, data in table.slow_files().items():
+            (out_dir / name).write_bytes(data)
+    return out_dir
+
+
+def build_tiny_family_model(family: str, tokenizer_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
+                            hidden_size: int = 64, num_hidden_layers: int = 2, seed: int = 0) -> Path:
+    """A random tiny model of ``family`` (llama3: GQA 4:1, rope scaling; qwen2: qkv bias, tied; mistral: GQA,
+    no sliding window, as Mistral-Nemo) sized to the tokenizer, saved with its tokenizer files."""
+    import shutil
+
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, MistralConfig, Qwen2Config
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    common = dict(vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=3 * hidden_size,
+                  num_hidden_layers=num_hidden_layers, num_attention_heads=8, max_position_embeddings=1024,
+                  bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, torch_dtype="float32")
+    if family == "llama3":
+        config = LlamaConfig(**common, num_key_value_heads=2, rope_theta=500000.0, tie_word_embeddings=False,
+                             rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                           "high_freq_factor": 4.0, "original_max_position_embeddings": 256})
+    elif family == "qwen2":
+        config = Qwen2Config(**common, num_key_value_heads=2, rope_theta=1000000.0, tie_word_embeddings=True,
+                             use_sliding_window=False, sliding_window=None)
+    elif family == "mistral":
+        config = MistralConfig(**common, num_key_value_heads=4, sliding_window=None, tie_word_embeddings=False)
+    else:
+        raise ValueError(f"unknown family {family!r}")
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config)
+    out_dir = Path(out_dir)
+    model.save_pretrained(str(out_dir), safe_serialization=True)
+    for path in Path(tokenizer_dir).iterdir():
+        if path.is_file():
+            shutil.copy2(path, out_dir / path.name)
+    logger.info("tiny %s: %d parameters, vocab %d -> %s", family, model.num_parameters(), config.vocab_size, out_dir)
+    return out_dir

@@ -83,3 +83,20 @@ def tiny_tied_model_dir(tmp_path_factory, tiny_tokenizer_dir) -> Path:
     from colossal_llama2.tiny_base import build_tiny_llama
 
     return build_tiny_llama(tiny_tokenizer_dir, tmp_path_factory.mktemp("tiny_tied_model"), tie_word_embeddings=True)
+
+
+@pytest.fixture(scope="session")
+def llama3_tokenizer_dir(tmp_path_factory) -> Path:
+    """LLaMA-3-like byte-level BPE tokenizer dir (tokenizer.json only): bos by post-processor, 1,000 BPE tokens +
+    5 specials, trained on English only (Chinese is raw bytes, as for an English base)."""
+    from colossal_llama2.tiny_base import build_byte_level_tokenizer
+
+    return build_byte_level_tokenizer([DATA_DIR / "english.txt"], tmp_path_factory.mktemp("llama3_tok"), "llama3")
+
+
+@pytest.fixture(scope="session")
+def qwen2_tokenizer_dir(tmp_path_factory) -> Path:
+    """Qwen2-like byte-level BPE tokenizer dir: no bos token, NFC, ChatML, vocab.json/merges.txt beside."""
+    from colossal_llama2.tiny_base import build_byte_level_tokenizer
+
+    return build_byte_level_tokenizer([DATA_DIR / "english.txt"], tmp_path_factory.mktemp("qwen2_tok"), "qwen2")

@@ -1,5 +1,8 @@
 """Stage 2: grow a model's embedding and lm_head to an extended tokenizer and initialise the new rows.
 
+Works for sentencepiece tokenizers (LLaMA-2, Mistral-7B) and byte-level BPE ones (LLaMA-3, Qwen2, Mistral-Nemo),
+for any causal LM transformers knows (GQA, qkv bias, rope scaling untouched); a tied model stays tied.
+
     python colossal_llama2/model/init_model.py --source_model_and_tokenizer_path llama2 \
         --target_tokenizer_path llama2-zh --target_model_path llama2-zh-init
 
@@ -15,12 +18,13 @@ import resource
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 if not __package__:  # run as a file: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from colossal_llama2.tokenizer import hf_files, sp_surgery
+from colossal_llama2.tokenizer.bpe_surgery import ByteLevelBPE
 from colossal_llama2.utils.errors import UserInputError, run_cli
 from colossal_llama2.utils.fs import atomic_directory, check_output_dir
 from colossal_llama2.utils.logging import get_logger
@@ -90,25 +94,65 @@ def _load_model(path: Path):
 
 
 def _check_dirs(source_path: str | Path, target_tokenizer_path: str | Path, target_model_path: str | Path,
-                overwrite: bool) -> tuple[Path, Path, Path, bool]:
-    """(source dir, target tokenizer dir, target model dir, may the target be replaced) after the checks."""
-    source_path = hf_files.check_tokenizer_dir(source_path, "--source_model_and_tokenizer_path")
+                overwrite: bool) -> tuple[Path, Path, Path, bool, str]:
+    """(source dir, target tokenizer dir, target model dir, may the target be replaced, tokenizer kind)."""
+    kind = hf_files.tokenizer_kind(source_path, "--source_model_and_tokenizer_path")
+    source_path = Path(source_path)
     if not (source_path / "config.json").is_file():
         raise UserInputError(f"{source_path} has no config.json (not a Hugging Face model dir)",
                              where="--source_model_and_tokenizer_path")
-    target_tok = hf_files.check_tokenizer_dir(target_tokenizer_path, "--target_tokenizer_path")
-    target = Path(target_model_path)
+    target_kind = hf_files.tokenizer_kind(target_tokenizer_path, "--target_tokenizer_path")
+    if target_kind != kind:
+        raise UserInputError(f"is a {target_kind} tokenizer but the source's is {kind}: it does not extend the "
+                             f"source tokenizer", where="--target_tokenizer_path")
+    target_tok, target = Path(target_tokenizer_path), Path(target_model_path)
     # The seed allows writing the model into the tokenizer dir: fine while that dir holds only tokenizer files.
     same_dir = target.exists() and target.resolve() == target_tok.resolve()
-    only_tokenizer = same_dir and all(p.name in hf_files.REQUIRED_FILES + hf_files.OPTIONAL_FILES
-                                      + (hf_files.FAST_FILE,) for p in target.iterdir())
+    tokenizer_files = (hf_files.REQUIRED_FILES + hf_files.OPTIONAL_FILES + (hf_files.FAST_FILE,)
+                       + hf_files.BYTE_LEVEL_OPTIONAL + hf_files.SLOW_BPE_FILES)
+    only_tokenizer = same_dir and all(p.name in tokenizer_files for p in target.iterdir())
     check_output_dir(target, overwrite or only_tokenizer, "--target_model_path")
     if target.exists() and target.resolve() == source_path.resolve():
         raise UserInputError("must differ from --source_model_and_tokenizer_path", where="--target_model_path")
-    return source_path, target_tok, target, overwrite or only_tokenizer
+    return source_path, target_tok, target, overwrite or only_tokenizer, kind
 
 
-def _read_vocabularies(source_path: Path, target_tok: Path):
+@dataclass
+class _Vocabularies:
+    """What growing the model needs from the two tokenizers, whatever their kind."""
+
+    source_size: int
+    target_size: int
+    new_pieces: list[str]  # the target's tokens from source_size on, in id order
+    source_ids_of: Callable[[list[str]], list[list[int]]]  # new pieces -> their ids under the source tokenizer
+
+
+def _read_sentencepiece(source_path: Path, target_tok: Path) -> _Vocabularies:
+    source_sp, target_sp = _read_sp_models(source_path, target_tok)
+    n_src = len(source_sp.pieces)
+    return _Vocabularies(n_src, len(target_sp.pieces), [p.piece for p in target_sp.pieces[n_src:]],
+                         lambda pieces: piece_tokenizations(source_sp, pieces))
+
+
+def _read_byte_level(source_path: Path, target_tok: Path) -> _Vocabularies:
+    """Every source token (model vocabulary and added tokens) at the same id in the target; new ids contiguous."""
+    source = ByteLevelBPE.load(source_path / hf_files.FAST_FILE, "--source_model_and_tokenizer_path")
+    target = ByteLevelBPE.load(target_tok / hf_files.FAST_FILE, "--target_tokenizer_path")
+    target_ids = {**target.vocab, **target.added_tokens}
+    for token, token_id in {**source.vocab, **source.added_tokens}.items():
+        if target_ids.get(token) != token_id:
+            raise UserInputError(f"does not extend the source tokenizer: {token!r} is id {token_id} in the source but "
+                                 f"{target_ids.get(token)} here", where="--target_tokenizer_path")
+    by_id = {i: t for t, i in target_ids.items() if i >= source.base_size}
+    if sorted(by_id) != list(range(source.base_size, target.base_size)):
+        raise UserInputError(f"its new token ids are not contiguous from {source.base_size}",
+                             where="--target_tokenizer_path")
+    source_model = source.bpe_model()
+    return _Vocabularies(source.base_size, target.base_size, [by_id[i] for i in sorted(by_id)],
+                         lambda pieces: [[t.id for t in source_model.tokenize(p)] for p in pieces])
+
+
+def _read_sp_models(source_path: Path, target_tok: Path):
     """(source sentencepiece model, target one) after checking that the target extends the source."""
     source_sp = sp_surgery.parse_model((source_path / hf_files.SP_MODEL_FILE).read_bytes(),
                                        where=str(source_path / hf_files.SP_MODEL_FILE))
@@ -126,8 +170,8 @@ def _is_tied(model) -> bool:
         and model.get_output_embeddings().weight is model.get_input_embeddings().weight)
 
 
-def _grow_embeddings(model, n_src: int, new_size: int, tied: bool, init_method: str, source_sp,
-                     new_pieces: list[str]) -> None:
+def _grow_embeddings(model, n_src: int, new_size: int, tied: bool, init_method: str,
+                     vocabularies: _Vocabularies) -> None:
     """Resize embedding (and untied lm_head) to ``new_size`` rows; rows from ``n_src`` on get their init."""
     from colossal_llama2.model.embedding_init import fill_new_rows, mean_row, subword_mean_rows  # torch: only now
 
@@ -136,7 +180,7 @@ def _grow_embeddings(model, n_src: int, new_size: int, tied: bool, init_method: 
     matrices = [model.get_input_embeddings().weight]
     if not tied and model.get_output_embeddings() is not None:
         matrices.append(model.get_output_embeddings().weight)
-    tokenizations = piece_tokenizations(source_sp, new_pieces) if init_method == "subword_mean" else None
+    tokenizations = vocabularies.source_ids_of(vocabularies.new_pieces) if init_method == "subword_mean" else None
     for weight in matrices:
         mean = mean_row(weight, n_src)
         rows = subword_mean_rows(weight, tokenizations) if tokenizations is not None else None
@@ -151,12 +195,16 @@ def init_model(source_path: str | Path, target_tokenizer_path: str | Path, targe
         raise UserInputError(f"must be one of {', '.join(INIT_METHODS)}", where="--init_method")
     if pad_to_multiple_of is not None and pad_to_multiple_of <= 0:
         raise UserInputError("must be a positive integer", where="--pad_to_multiple_of")
-    source_path, target_tok, target, replace = _check_dirs(source_path, target_tokenizer_path, target_model_path,
-                                                           overwrite)
-    source_sp, target_sp = _read_vocabularies(source_path, target_tok)
-    # In memory: the target may replace that dir.
-    tokenizer_files = hf_files.read_tokenizer_files(target_tok, include_fast=True)
-    n_src, n_tgt = len(source_sp.pieces), len(target_sp.pieces)
+    source_path, target_tok, target, replace, kind = _check_dirs(source_path, target_tokenizer_path,
+                                                                 target_model_path, overwrite)
+    if kind == hf_files.SENTENCEPIECE:
+        vocabularies = _read_sentencepiece(source_path, target_tok)
+        # In memory: the target may replace that dir.
+        tokenizer_files = hf_files.read_tokenizer_files(target_tok, include_fast=True)
+    else:
+        vocabularies = _read_byte_level(source_path, target_tok)
+        tokenizer_files = hf_files.read_byte_level_files(target_tok)
+    n_src, n_tgt = vocabularies.source_size, vocabularies.target_size
 
     model = _load_model(source_path)
     config_vocab = model.get_input_embeddings().weight.shape[0]
@@ -168,8 +216,7 @@ def init_model(source_path: str | Path, target_tokenizer_path: str | Path, targe
         logger.warning("source rows %d..%d were padding beyond its tokenizer (%d pieces); they are not kept "
                        "(use --pad_to_multiple_of to pad the new matrix)", n_src, config_vocab - 1, n_src)
     tied = _is_tied(model)
-    _grow_embeddings(model, n_src, new_size, tied, init_method, source_sp,
-                     [p.piece for p in target_sp.pieces[n_src:]])
+    _grow_embeddings(model, n_src, new_size, tied, init_method, vocabularies)
 
     with atomic_directory(target, overwrite=replace) as tmp:
         model.save_pretrained(str(tmp), safe_serialization=True, max_shard_size=max_shard_size)
@@ -182,7 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--source_model_and_tokenizer_path", required=True,
-                        help="Hugging Face model dir with tokenizer.model, tokenizer_config.json, special_tokens_map.json")
+                        help="Hugging Face model dir with its tokenizer (tokenizer.model, or tokenizer.json for "
+                             "byte-level BPE models)")
     parser.add_argument("--target_tokenizer_path", required=True, help="the extended tokenizer (from init_tokenizer.py)")
     parser.add_argument("--target_model_path", required=True,
                         help="where to write the grown model (may be the target tokenizer dir itself)")

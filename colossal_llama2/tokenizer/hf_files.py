@@ -1,4 +1,4 @@
-"""The Hugging Face files that travel with a sentencepiece tokenizer, and checks on them."""
+"""The Hugging Face files that travel with a tokenizer (sentencepiece or byte-level BPE), and checks on them."""
 from __future__ import annotations
 
 import json
@@ -13,6 +13,46 @@ OPTIONAL_FILES = ("chat_template.jinja", "chat_template.json")
 # Written by init_tokenizer for the extended vocabulary; a source's own is never copied (it encodes the *old*
 # vocabulary and would shadow the new one), an extended tokenizer's travels on to the model dir.
 FAST_FILE = "tokenizer.json"
+# A byte-level BPE base (LLaMA-3, Qwen2, Mistral-Nemo) is its tokenizer.json; these travel beside it.
+BYTE_LEVEL_REQUIRED = (FAST_FILE, "tokenizer_config.json")
+BYTE_LEVEL_OPTIONAL = ("special_tokens_map.json", "added_tokens.json") + OPTIONAL_FILES
+SLOW_BPE_FILES = ("vocab.json", "merges.txt")  # rewritten for the extended vocabulary when the base has them
+
+SENTENCEPIECE = "sentencepiece"
+BYTE_LEVEL_BPE = "byte-level BPE"
+
+
+def tokenizer_kind(path: str | Path, flag: str) -> str:
+    """``SENTENCEPIECE`` (a tokenizer.model) or ``BYTE_LEVEL_BPE`` (a tokenizer.json only); else one clear error."""
+    from .bpe_surgery import describe_unsupported
+
+    path = Path(path)
+    if not path.is_dir():
+        raise UserInputError(f"{path} is not a directory", where=flag)
+    if (path / SP_MODEL_FILE).is_file():
+        check_tokenizer_dir(path, flag)
+        return SENTENCEPIECE
+    if not (path / FAST_FILE).is_file():
+        raise UserInputError(f"{path} has neither {SP_MODEL_FILE} (sentencepiece) nor {FAST_FILE} (byte-level BPE)",
+                             where=flag)
+    try:
+        data = json.loads((path / FAST_FILE).read_text(encoding="utf-8"))
+    except ValueError as err:
+        raise UserInputError(f"{path / FAST_FILE} is not a tokenizers JSON file ({err})", where=flag) from None
+    why = describe_unsupported(data)
+    if why:
+        raise UserInputError(f"{path / FAST_FILE}: {why}", where=flag)
+    missing = [name for name in BYTE_LEVEL_REQUIRED if not (path / name).is_file()]
+    if missing:
+        raise UserInputError(f"{path} lacks {', '.join(missing)} (a byte-level BPE tokenizer dir has "
+                             f"{', '.join(BYTE_LEVEL_REQUIRED)})", where=flag)
+    return BYTE_LEVEL_BPE
+
+
+def read_byte_level_files(path: Path) -> dict[str, bytes]:
+    """The files of a byte-level BPE tokenizer dir, ``tokenizer.json`` and the slow files included."""
+    names = BYTE_LEVEL_REQUIRED + BYTE_LEVEL_OPTIONAL + SLOW_BPE_FILES
+    return {name: (path / name).read_bytes() for name in names if (path / name).is_file()}
 
 
 def check_tokenizer_dir(path: str | Path, flag: str) -> Path:

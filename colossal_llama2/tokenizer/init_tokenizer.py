@@ -1,16 +1,18 @@
-"""Stage 1: extend a LLaMA sentencepiece tokenizer with new pieces (from a list and/or learned from a corpus).
+"""Stage 1: extend a base tokenizer with new pieces (from a list and/or learned from a corpus).
 
     python colossal_llama2/tokenizer/init_tokenizer.py --source_tokenizer_dir llama2 \
         --target_tokenizer_dir llama2-zh --expand_tokens_file pieces.jsonl
 
-Pieces are appended after all existing ones (old ids, scores and types untouched), so a model grown
-with ``init_model.py`` keeps every old row. See docs/tokenizer_and_model.md.
+Two kinds of base, chosen from what the source dir holds: a sentencepiece ``tokenizer.model`` (LLaMA-2,
+Mistral-7B, Yi, Baichuan: pieces appended to the model proto, here) or a byte-level BPE ``tokenizer.json``
+only (LLaMA-3, Qwen2/2.5/3, Mistral-Nemo: merges appended, ``bpe_extension``). Either way new tokens come
+after all existing ones (old ids untouched), so a model grown with ``init_model.py`` keeps every old row.
+See docs/tokenizer_and_model.md.
 """
 from __future__ import annotations
 
 import argparse
 import sys
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -18,42 +20,15 @@ from typing import Sequence
 if not __package__:  # run as a file: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from colossal_llama2.tokenizer import fast_file, hf_files, sp_surgery
+from colossal_llama2.tokenizer import bpe_extension, fast_file, hf_files, sp_surgery
 from colossal_llama2.tokenizer.corpus import expand_paths, iter_corpus_texts, read_piece_file
 from colossal_llama2.tokenizer.learn_pieces import learn_pieces
+from colossal_llama2.tokenizer.report import ExtensionReport
 from colossal_llama2.utils.errors import UserInputError, run_cli
 from colossal_llama2.utils.fs import atomic_directory, check_output_dir
 from colossal_llama2.utils.logging import get_logger
 
 logger = get_logger(__name__)
-
-
-@dataclass
-class ExtensionReport:
-    source_size: int = 0
-    final_size: int = 0
-    added_from_file: int = 0
-    added_from_corpus: int = 0
-    added_support: int = 0  # characters and intermediate merges that make a requested piece reachable
-    skipped: Counter = field(default_factory=Counter)  # reason -> count
-    dropped_unreachable: list[str] = field(default_factory=list)  # never produced: left out, and why
-    unreachable: list[str] = field(default_factory=list)  # in the written model (empty unless a bug)
-
-    def lines(self) -> list[str]:
-        out = [f"source vocabulary:          {self.source_size}",
-               f"added from --expand_tokens_file: {self.added_from_file}",
-               f"added from --train_corpus:  {self.added_from_corpus}",
-               f"added as characters/intermediate merges (so BPE can produce the pieces above): {self.added_support}"]
-        for reason, count in sorted(self.skipped.items()):
-            out.append(f"skipped ({reason}): {count}")
-        if self.dropped_unreachable:
-            out.append(f"left out, never produced by the encoders even alone: {len(self.dropped_unreachable)}, "
-                       f"e.g. {self.dropped_unreachable[:5]}")
-        out.append(f"final vocabulary:           {self.final_size}")
-        if self.unreachable:
-            out.append(f"WARNING: {len(self.unreachable)} new pieces are never produced by the encoder on their own "
-                       f"text, e.g. {self.unreachable[:5]}")
-        return out
 
 
 @dataclass(frozen=True)
@@ -109,13 +84,29 @@ class _Plan:
 def extend_tokenizer(source_dir: str | Path, target_dir: str | Path, *, expand_tokens_file: str | None = None,
                      train_corpus: str | None = None, num_new_pieces: int | None = None,
                      train_vocab_size: int | None = None, vocab_size: int | None = None,
-                     overwrite: bool = False) -> ExtensionReport:
+                     overwrite: bool = False, keep_ascii_merges: bool = False) -> ExtensionReport:
     """Write ``target_dir``: the source tokenizer with pieces appended. Returns what was done."""
     _check_flags(expand_tokens_file, train_corpus, num_new_pieces, vocab_size)
-    source_dir = hf_files.check_tokenizer_dir(source_dir, "--source_tokenizer_dir")
+    kind = hf_files.tokenizer_kind(source_dir, "--source_tokenizer_dir")
+    source_dir = Path(source_dir)
     target_dir = check_output_dir(target_dir, overwrite, "--target_tokenizer_dir")
     if target_dir.resolve() == source_dir.resolve():
         raise UserInputError("must differ from --source_tokenizer_dir", where="--target_tokenizer_dir")
+    if kind == hf_files.BYTE_LEVEL_BPE:
+        if train_vocab_size is not None:
+            raise UserInputError("applies to sentencepiece bases only (a byte-level BPE base continues its own "
+                                 "merge learning)", where="--train_vocab_size")
+
+        def write(files: dict[str, bytes]) -> None:
+            with atomic_directory(target_dir, overwrite=overwrite) as tmp:
+                hf_files.write_files(tmp, files)
+
+        return bpe_extension.extend_byte_level(source_dir, target_dir, expand_tokens_file=expand_tokens_file,
+                                               train_corpus=train_corpus, num_new_pieces=num_new_pieces,
+                                               vocab_size=vocab_size, keep_ascii_merges=keep_ascii_merges,
+                                               write=write)
+    if keep_ascii_merges:
+        raise UserInputError("applies to byte-level BPE bases only", where="--keep_ascii_merges")
     proto = sp_surgery.parse_model((source_dir / hf_files.SP_MODEL_FILE).read_bytes(),
                                    where=str(source_dir / hf_files.SP_MODEL_FILE))
     hf_files.check_no_added_tokens_beyond(source_dir, len(proto.pieces), "--source_tokenizer_dir")
@@ -221,22 +212,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--source_tokenizer_dir", required=True,
-                        help="directory with tokenizer.model, tokenizer_config.json, special_tokens_map.json")
+                        help="base tokenizer (or model) dir: tokenizer.model + tokenizer_config.json + "
+                             "special_tokens_map.json (sentencepiece), or tokenizer.json + tokenizer_config.json "
+                             "(byte-level BPE: LLaMA-3, Qwen2, Mistral-Nemo)")
     parser.add_argument("--target_tokenizer_dir", required=True, help="where to write the extended tokenizer")
     parser.add_argument("--expand_tokens_file", default=None,
-                        help='jsonl, one {"piece": "你好"} per line; spaces in a piece stand for word starts')
+                        help='jsonl, one {"piece": "你好"} per line; spaces in a piece stand for word starts '
+                             '(byte-level BPE: a piece must be one pre-tokenized word)')
     parser.add_argument("--train_corpus", default=None,
                         help="comma-separated jsonl/txt files or dirs to learn pieces from (jsonl: 'text' or "
                              "'source'+'target')")
     parser.add_argument("--num_new_pieces", type=int, default=None,
                         help="with --train_corpus: how many pieces to add from the corpus (characters and "
-                             "intermediate merges they need included)")
+                             "intermediate merges they need included; byte-level BPE: new tokens from learned merges)")
     parser.add_argument("--vocab_size", type=int, default=None,
                         help="final vocabulary size, exactly (e.g. 69104, or a multiple of 64): the file's pieces in "
                              "list order, then the corpus's by frequency, until it is reached; instead of "
                              "--num_new_pieces")
     parser.add_argument("--train_vocab_size", type=int, default=None,
-                        help="with --train_corpus: vocab size of the corpus model (default: #chars + 2*N)")
+                        help="with --train_corpus, sentencepiece bases: vocab size of the corpus model "
+                             "(default: #chars + 2*N)")
+    parser.add_argument("--keep_ascii_merges", action="store_true",
+                        help="byte-level BPE bases: also learn merges of ASCII-only text from the corpus (an English "
+                             "domain corpus); by default they are left out, so English and code tokenize as before")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty target directory")
     return parser
 
@@ -246,7 +244,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = extend_tokenizer(args.source_tokenizer_dir, args.target_tokenizer_dir,
                               expand_tokens_file=args.expand_tokens_file, train_corpus=args.train_corpus,
                               num_new_pieces=args.num_new_pieces, train_vocab_size=args.train_vocab_size,
-                              vocab_size=args.vocab_size, overwrite=args.overwrite)
+                              vocab_size=args.vocab_size, overwrite=args.overwrite,
+                              keep_ascii_merges=args.keep_ascii_merges)
     print("\n".join(report.lines()))
     print(f"wrote {args.target_tokenizer_dir}")
     return 0
