@@ -1,10 +1,13 @@
 """Build small prepared datasets in exactly the ``colossal_llama2/dataset/schema.py`` format.
 
-Stand-in for the preparation scripts (developed on another branch) so the trainer's tests can run now:
-each line becomes a document ``<s> source target </s>`` (source = first ``source_words`` words, label
--100 on ``<s>`` and source), documents of one category are packed greedily into samples of at most
-``max_length`` tokens, and the samples are spread over ``num_parts`` parts, each written with
-``datasets.Dataset.from_dict(...).save_to_disk(part_name(i))`` plus META_FILE, and SUMMARY_FILE beside.
+Independent of the preparation scripts (the trainer's tests must not depend on them): each line becomes a
+document ``<s> source target </s>`` with label -100 on ``<s>`` and the source. The source is the first
+``source_words`` words, or for text without spaces between words (Chinese) its first ``source_chars``
+characters, so every document -- Chinese included -- has supervised tokens. A document longer than
+``max_length`` loses the end of its target, never its ``</s>``. Documents of one category are packed
+greedily into samples of at most ``max_length`` tokens, and the samples are spread over ``num_parts``
+parts, each written with ``datasets.Dataset.from_dict(...).save_to_disk(part_name(i))`` plus META_FILE,
+and SUMMARY_FILE beside.
 
 Usage as a script: fixture_dataset.py TOKENIZER_DIR OUT_DIR [MAX_LENGTH] [NUM_PARTS] [KIND]
 """
@@ -23,11 +26,20 @@ from colossal_llama2.dataset.schema import FORMAT, IGNORE_INDEX, META_FILE, SUMM
 DATA_DIR = REPO_ROOT / "tests" / "data"
 
 
-def tokenize_document(tokenizer, text: str, source_words: int = 3) -> tuple[list[int], list[int]]:
+def split_source_target(text: str, source_words: int = 3, source_chars: int = 4) -> tuple[str, str]:
     words = text.split()
-    source, target = " ".join(words[:source_words]), " ".join(words[source_words:])
-    src = [tokenizer.bos_token_id] + tokenizer.encode(source, add_special_tokens=False)
-    tgt = tokenizer.encode(target, add_special_tokens=False) + [tokenizer.eos_token_id]
+    if len(words) > source_words:
+        return " ".join(words[:source_words]), " ".join(words[source_words:])
+    text = text.strip()
+    return text[:source_chars], text[source_chars:]
+
+
+def tokenize_document(tokenizer, text: str, max_length: int = 1 << 30) -> tuple[list[int], list[int]]:
+    source, target = split_source_target(text)
+    src = ([tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []) + \
+        tokenizer.encode(source, add_special_tokens=False)
+    tgt = tokenizer.encode(target, add_special_tokens=False)[:max(0, max_length - len(src) - 1)] + \
+        [tokenizer.eos_token_id]
     return src + tgt, [IGNORE_INDEX] * len(src) + tgt
 
 
@@ -60,7 +72,7 @@ def build_dataset(tokenizer_dir, out_dir, *, max_length: int = 64, num_parts: in
     out_dir.mkdir(parents=True, exist_ok=True)
     parts: list[list[dict]] = [[] for _ in range(num_parts)]
     for category, lines in categories.items():
-        docs = [tokenize_document(tokenizer, line) for line in lines if line.strip()]
+        docs = [tokenize_document(tokenizer, line, max_length) for line in lines if line.strip()]
         samples = pack(docs, max_length) if kind == "pretrain" else \
             [{"input_ids": i[:max_length], "labels": lb[:max_length], "seq_lengths": [len(i[:max_length])]}
              for i, lb in docs]
