@@ -186,6 +186,7 @@ def build_byte_level_tokenizer(corpus_files: Iterable[str | os.PathLike], out_di
     config_path = out_dir / "tokenizer_config.json"
     config = json.loads(config_path.read_text(encoding="utf-8"))
     config["tokenizer_class"] = spec["tokenizer_class"]
+    config["model_input_names"] = ["input_ids", "attention_mask"]  # as both families ship (no token_type_ids)
     config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False), encoding="utf-8")
     if flavour == "qwen2":  # Qwen ships the slow tokenizer's files too
         from .tokenizer.bpe_surgery import ByteLevelBPE

@@ -44,8 +44,10 @@ def require_str(obj: dict, key: str, *, allow_empty: bool = True, where: str = "
     return value
 
 
-def pretrain_record_parser(bos_token_id: int, eos_token_id: int):
-    """Return ``parse(json_value) -> Record`` for pretraining records."""
+def pretrain_record_parser(bos_token_id: int | None, eos_token_id: int | None):
+    """Return ``parse(json_value) -> Record`` for pretraining records (None: no such token, see boundaries.py)."""
+    start = ((bos_token_id, False),) if bos_token_id is not None else ()
+    end = ((eos_token_id, True),) if eos_token_id is not None else ()
 
     def parse(value: Any) -> Record:
         if not isinstance(value, dict):
@@ -53,7 +55,7 @@ def pretrain_record_parser(bos_token_id: int, eos_token_id: int):
         source = require_str(value, "source")
         target = require_str(value, "target")
         category = require_str(value, "category", allow_empty=False)
-        turn: Turn = ((bos_token_id, False), (source, False), (target, True), (eos_token_id, True))
+        turn: Turn = (*start, (source, False), (target, True), *end)
         return Record(category, (turn,))
 
     return parse

@@ -29,6 +29,7 @@ from ..utils.fs import atomic_directory, atomic_write_text, check_output_dir
 from ..utils.logging import get_logger
 from . import conversation
 from .assemble import PartJob, plan_parts, write_parts
+from .boundaries import document_boundaries
 from .documents import pretrain_record_parser
 from .jsonl_reader import MAX_LISTED_BAD_LINES, list_input_files
 from .mixing import FLAG as WEIGHTS_FLAG, parse_category_weights
@@ -127,8 +128,7 @@ def load_tokenizer(tokenizer_dir: str):
         raise UserInputError(f"cannot load a tokenizer from {tokenizer_dir}: {err}", where="--tokenizer_dir") from None
     if not tokenizer.is_fast:
         raise UserInputError("a fast tokenizer is needed (tokenizers library)", where="--tokenizer_dir")
-    if tokenizer.bos_token_id is None or tokenizer.eos_token_id is None:
-        raise UserInputError("the tokenizer needs bos and eos tokens", where="--tokenizer_dir")
+    document_boundaries(tokenizer)  # refuses a tokenizer with neither bos nor eos
     return tokenizer
 
 
@@ -246,7 +246,9 @@ def _record_parser(kind: str, tokenizer):
     if kind == "sft":
         check_template(tokenizer)
         return conversation.sft_record_parser(tokenizer.bos_token, tokenizer.eos_token), "turns"
-    return pretrain_record_parser(tokenizer.bos_token_id, tokenizer.eos_token_id), "chunk"
+    boundaries = document_boundaries(tokenizer)
+    logger.info(boundaries.describe())
+    return pretrain_record_parser(boundaries.bos_id, boundaries.eos_id), "chunk"
 
 
 def _fingerprint(o: Options, files: list[Path], weights: dict) -> dict:
@@ -359,6 +361,9 @@ def _write_parts(o: Options, tokenizer, cache: Path, units: list, results: list,
     meta = {"format": FORMAT, "kind": o.kind, "max_length": o.max_length, "vocab_size": len(tokenizer),
             "tokenizer_dir": str(Path(o.tokenizer_dir).resolve()), "bos_token_id": tokenizer.bos_token_id,
             "eos_token_id": tokenizer.eos_token_id, "num_parts": num_parts}
+    if o.kind == "pretrain":  # what each document really starts and ends with
+        boundaries = document_boundaries(tokenizer)
+        meta.update(boundaries.meta(), document_boundaries=boundaries.describe())
     if o.num_shards > 1:
         meta["shard"] = {"index": o.shard_index, "of": o.num_shards}
     if o.kind == "sft":

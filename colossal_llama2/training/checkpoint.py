@@ -27,6 +27,7 @@ import torch.distributed as dist
 
 from ..utils.errors import UserInputError
 from ..utils.logging import get_logger
+from .tied_weights import check_still_tied, saving_tied_once, tied_names
 
 logger = get_logger(__name__)
 
@@ -106,7 +107,8 @@ def save_checkpoint(booster, model, optimizer, lr_scheduler, *, save_dir: str | 
             shutil.rmtree(tmp)
         tmp.mkdir()
     _barrier()
-    booster.save_model(model, str(tmp / "modeling"), shard=True, use_safetensors=True)
+    with saving_tied_once(tied_names(model.unwrap()), tmp / "modeling", is_writer=_rank() == 0):
+        booster.save_model(model, str(tmp / "modeling"), shard=True, use_safetensors=True)
     if _is_ddp(booster):
         # DDP optimizer states are replicated: one file. (colossalai 0.5's sharded optimizer loading calls
         # accelerator.synchronize(), which raises on CPU.)
@@ -190,10 +192,18 @@ def weights_path(model_dir: str | os.PathLike) -> str:
                          f"are loaded)", where="--pretrained")
 
 
+def load_weights(booster, model, model_dir: str | os.PathLike) -> None:
+    """Load a modeling/ (or any safetensors HF) dir into the boosted model; tied names may be absent there."""
+    tied = tied_names(model.unwrap())
+    # strict unless tied: the tied copy is not in the files (save_pretrained and our saves write it once)
+    booster.load_model(model, weights_path(model_dir), strict=not tied)
+    check_still_tied(model.unwrap(), tied)
+
+
 def load_checkpoint(booster, model, optimizer, lr_scheduler, path: str | os.PathLike) -> dict:
     """Restore model, optimizer, scheduler and this rank's RNG; return running_states."""
     path = Path(path)
-    booster.load_model(model, weights_path(path / "modeling"))
+    load_weights(booster, model, path / "modeling")
     single = path / "optimizer" / OPTIMIZER_FILE
     booster.load_optimizer(optimizer, str(single if single.is_file() else path / "optimizer"))
     booster.load_lr_scheduler(lr_scheduler, str(path / "lr_scheduler"))
@@ -225,7 +235,7 @@ def resume(path: str | os.PathLike, booster, model, optimizer, lr_scheduler, sam
            samples_per_step: int) -> Progress:
     """--load_checkpoint: restore a full checkpoint (everything) or only weights from a modeling/ dir."""
     if checkpoint_kind(path) != "full":
-        booster.load_model(model, weights_path(path))
+        load_weights(booster, model, path)
         logger.info("loaded weights only from %s (fresh optimizer and schedule)", path)
         return Progress(last_saved=0)  # nothing to save before the first step
     states = load_checkpoint(booster, model, optimizer, lr_scheduler, path)

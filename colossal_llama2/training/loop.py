@@ -146,7 +146,7 @@ class Trainer:
         self.model, self.optimizer, _, _, self.lr_scheduler = self.booster.boost(model, optimizer,
                                                                                  lr_scheduler=lr_scheduler)
         if self.patches.lazy_init and not args.random_init:
-            self.booster.load_model(self.model, ckpt.weights_path(args.pretrained))
+            ckpt.load_weights(self.booster, self.model, args.pretrained)
         if args.plugin in ("zero2", "zero2_cpu"):
             self._speed_up_zero()
 

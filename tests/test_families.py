@@ -1,0 +1,120 @@
+"""Today's families end to end on CPU: LLaMA-3-style (GQA, bos by post-processor), Qwen2-style (no bos, tied
+embeddings, ChatML), Mistral-style. Data preparation with each tokenizer's own document boundaries, pretraining
+over 2 ddp ranks with saves, an exact resume, and plain transformers loading (still tied) and generating."""
+from __future__ import annotations
+
+import json
+
+import datasets
+import pytest
+
+from colossal_llama2.dataset.prepare import prepare
+from colossal_llama2.dataset.schema import IGNORE_INDEX, META_FILE, part_name
+from colossal_llama2.utils.errors import UserInputError
+from tests.helpers.distributed import REPO_ROOT, run_distributed, run_script
+from tests.test_prepare_pretrain import make_records, options, write_jsonl
+
+FAMILIES = {"llama3": "llama3", "qwen2": "qwen2", "mistral": "llama3"}  # family -> tokenizer flavour
+
+
+@pytest.fixture(scope="module", params=sorted(FAMILIES))
+def family(request, tmp_path_factory, llama3_tokenizer_dir, qwen2_tokenizer_dir, english_lines, chinese_lines):
+    """(name, model dir, prepared dataset dir) for one family."""
+    from colossal_llama2.tiny_base import build_tiny_family_model
+
+    name = request.param
+    tokenizer_dir = llama3_tokenizer_dir if FAMILIES[name] == "llama3" else qwen2_tokenizer_dir
+    root = tmp_path_factory.mktemp(name)
+    model_dir = build_tiny_family_model(name, tokenizer_dir, root / "model")
+    write_jsonl(root / "in" / "a.jsonl", make_records(english_lines, chinese_lines))
+    prepare(options(root, model_dir, root / "in", max_length=64, num_spliced_dataset_bins=2))
+    return name, model_dir, root / "arrow"
+
+
+def test_documents_start_and_end_by_the_tokenizers_convention(family):
+    from transformers import AutoTokenizer
+
+    name, model_dir, data = family
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    meta = json.loads((data / part_name(0) / META_FILE).read_text())
+    eos = tok.convert_tokens_to_ids("<|end_of_text|>" if name != "qwen2" else "<|endoftext|>")
+    bos = tok.convert_tokens_to_ids("<|begin_of_text|>") if name != "qwen2" else None
+    assert meta["bos_token_id"] == bos and meta["eos_token_id"] == eos
+    assert ("no bos" in meta["document_boundaries"]) == (name == "qwen2")
+    rows = [r for i in range(2) for r in datasets.load_from_disk(str(data / part_name(i)))]
+    starts = ends = 0
+    for row in rows:
+        ids = row["input_ids"]
+        if bos is None:
+            assert all(t not in tok.all_special_ids or t == eos for t in ids)  # no invented start token
+        else:
+            starts += ids.count(bos)
+        ends += ids.count(eos)
+        assert any(label != IGNORE_INDEX for label in row["labels"])
+    # one bos and one eos per document (61 records); a long document's first chunk with no labels is dropped
+    assert ends >= 55 and (bos is None or ends - 2 <= starts <= ends)
+
+
+def test_a_tokenizer_with_neither_bos_nor_eos_is_refused(tmp_path, qwen2_tokenizer_dir, english_lines):
+    import shutil
+
+    tok_dir = tmp_path / "tok"
+    shutil.copytree(qwen2_tokenizer_dir, tok_dir)
+    config = json.loads((tok_dir / "tokenizer_config.json").read_text())
+    config.update(eos_token=None, pad_token=None, tokenizer_class="PreTrainedTokenizerFast")  # no class defaults
+    (tok_dir / "tokenizer_config.json").write_text(json.dumps(config))
+    (tok_dir / "special_tokens_map.json").write_text("{}")
+    raw = json.loads((tok_dir / "tokenizer.json").read_text())  # and no end-of-text token in the vocabulary
+    raw["added_tokens"] = [t for t in raw["added_tokens"] if t["content"] != "<|endoftext|>"]
+    (tok_dir / "tokenizer.json").write_text(json.dumps(raw))
+    config["added_tokens_decoder"] = {k: v for k, v in config["added_tokens_decoder"].items()
+                                      if v["content"] != "<|endoftext|>"}
+    (tok_dir / "tokenizer_config.json").write_text(json.dumps(config))
+    write_jsonl(tmp_path / "in" / "a.jsonl", [{"source": "", "target": english_lines[0], "category": "en"}])
+    with pytest.raises(UserInputError, match="neither a bos nor an eos token"):
+        prepare(options(tmp_path, tok_dir, tmp_path / "in", max_length=64))
+    assert not (tmp_path / "arrow").exists()
+
+
+def metrics(path):
+    return {r["step"]: r for r in map(json.loads, (path / "metrics.jsonl").read_text().splitlines()) if "loss" in r}
+
+
+def test_pretrain_saves_resumes_exactly_and_loads_with_plain_transformers(tmp_path, family):
+    name, model_dir, data = family
+    common = ["--pretrained", model_dir, "--dataset", data, "--plugin", "ddp", "--max_length", 64,
+              "--micro_batch_size", 2, "--lr", 5e-3, "--max_steps", 4, "--save_interval", 2, "--seed", 3,
+              "--padding_mode", "longest", "--config_file", tmp_path / "c.json"]
+    run_distributed(REPO_ROOT / "train.py", [*common, "--save_dir", tmp_path / "a", "--tensorboard_dir",
+                                             tmp_path / "tb_a"], timeout=300)
+    run_distributed(REPO_ROOT / "train.py", [*common, "--save_dir", tmp_path / "b", "--tensorboard_dir",
+                                             tmp_path / "tb_b", "--load_checkpoint", tmp_path / "a" / "epoch-0_step-2"],
+                    timeout=300)
+    full, resumed = metrics(tmp_path / "tb_a"), metrics(tmp_path / "tb_b")
+    assert sorted(resumed) == [3, 4]
+    for step in (3, 4):
+        assert resumed[step]["loss"] == full[step]["loss"] and resumed[step]["lr"] == full[step]["lr"]
+    modeling = tmp_path / "b" / "epoch-0_step-4" / "modeling"
+    script = f"""
+import sys, torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+assert not any(m.startswith("colossal_llama2") for m in sys.modules)
+model = AutoModelForCausalLM.from_pretrained({str(modeling)!r})
+tok = AutoTokenizer.from_pretrained({str(modeling)!r})
+tied = model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+ids = tok("The river", return_tensors="pt")
+out = model.generate(**ids, max_new_tokens=5, do_sample=False, pad_token_id=tok.eos_token_id)
+print("RESULT", type(model).__name__, tied, out.shape[1] - ids["input_ids"].shape[1])
+"""
+    proc = run_script(["-c", script])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    cls, tied, new = proc.stdout.split("RESULT ")[1].split()
+    assert cls == {"llama3": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "mistral": "MistralForCausalLM"}[name]
+    assert tied == str(name == "qwen2") and int(new) >= 1
+    from safetensors import safe_open
+
+    keys = set()
+    for shard in modeling.glob("*.safetensors"):
+        with safe_open(str(shard), "pt") as f:
+            keys |= set(f.keys())
+    assert ("lm_head.weight" in keys) is (name != "qwen2")  # a tied matrix is saved once
