@@ -39,6 +39,10 @@ def test_inference_sampling_is_reproducible_with_seed(tiny_model_dir):
             "--do_sample", "True", "--temperature", "1.0", "--seed", "7", "--input_txt", PROMPT]
     a, b = run_script(args), run_script(args)
     assert a.returncode == 0 and a.stdout == b.stdout
+    # sampling is really on: other seeds give other text, and the greedy continuation is not what sampling gave
+    others = {run_script(args[:-4] + ["--seed", str(seed), "--input_txt", PROMPT]).stdout for seed in (8, 9, 10)}
+    greedy_out = run_script([arg if arg != "True" else "False" for arg in args]).stdout
+    assert len(others | {a.stdout}) >= 3 and greedy_out != a.stdout
 
 
 def test_inference_errors_are_clear(tiny_model_dir, tmp_path):

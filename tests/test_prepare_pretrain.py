@@ -275,7 +275,9 @@ def test_cli_bad_input_exit_2_and_skip_bad_lines(tmp_path, tiny_tokenizer_dir):
     with pytest.raises(UserInputError, match="--data_arrow_output_dir"):
         prepare(options(tmp_path, tiny_tokenizer_dir, in_dir, skip_bad_lines=True))
     assert (tmp_path / "arrow" / SUMMARY_FILE).read_bytes() == before
-    prepare(options(tmp_path, tiny_tokenizer_dir, in_dir, skip_bad_lines=True, overwrite=True))
+    again = prepare(options(tmp_path, tiny_tokenizer_dir, in_dir, skip_bad_lines=True, overwrite=True))
+    assert again["records"] == 3 and again["lines"]["bad"] == 3  # replaced by the same result
+    assert json.loads((tmp_path / "arrow" / SUMMARY_FILE).read_text())["records"] == 3
 
 
 def test_flag_errors(tmp_path, tiny_tokenizer_dir, corpus):

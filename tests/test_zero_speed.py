@@ -147,5 +147,14 @@ def test_publishing_nothing_is_a_no_op(one_rank_group):
     """A step where no parameter got a gradient (all frozen layers skipped) publishes nothing, without error."""
     from colossal_llama2.training.zero_speed import publish_working_params
 
+    from colossal_llama2.training import zero_speed
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("nothing to publish, yet a copy or a gather was launched")
+
     fake = types.SimpleNamespace(_working_param_to_padded_working_param={}, param_to_pg={}, pid_to_bucket_store={})
-    publish_working_params(fake, [])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(zero_speed.torch, "_foreach_copy_", must_not_run)
+        patch.setattr(zero_speed.dist, "all_gather_into_tensor", must_not_run)
+        assert zero_speed.start_publishing(fake, []) == []
+        publish_working_params(fake, [])

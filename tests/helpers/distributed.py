@@ -6,6 +6,7 @@ the output when the run fails or hangs.
 """
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import socket
@@ -18,10 +19,28 @@ from colossal_llama2.utils.launch_env import colossalai_run_env
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+_PORT_COUNTER = itertools.count()
+PORTS_PER_WORKER = 400
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port for a run's rendezvous, from a range of this pytest-xdist worker's own.
+
+    Asking the OS for a free port (bind to 0, close, hand over) races: another worker can be handed the same
+    port before the run binds it. Here each worker takes ports from its own block below the ephemeral range
+    (20000 + 400 per worker), each at most once per process, and skips any that something else holds.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:]
+    base = 20000 + (int(worker) % 30 if worker.isdigit() else 0) * PORTS_PER_WORKER
+    for _ in range(PORTS_PER_WORKER):
+        port = base + next(_PORT_COUNTER) % PORTS_PER_WORKER
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError(f"no free port in {base}..{base + PORTS_PER_WORKER - 1}")
 
 
 def test_env(extra: dict[str, str] | None = None) -> dict[str, str]:
