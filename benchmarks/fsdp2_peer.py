@@ -40,21 +40,20 @@ def cudnn_only_sdpa() -> str:
 
 def build_model(shape: str, seq_len: int, liger: bool, device: str = "cuda", cudnn_attention: bool = False):
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import AutoModelForCausalLM
 
-    from benchmarks.train_benchmark import SHAPES
+    from benchmarks.train_benchmark import model_config
+    from colossal_llama2.model.families import family_of
 
-    if liger:
-        from liger_kernel.transformers import apply_liger_kernel_to_llama
+    config = model_config(shape, seq_len, attn_implementation=cudnn_only_sdpa() if cudnn_attention else "sdpa")
+    if liger:  # the family's own entry point (LLaMA, Qwen2, Mistral), class-wide as liger documents it
+        import liger_kernel.transformers as liger_transformers
 
-        apply_liger_kernel_to_llama(rope=True, rms_norm=True, swiglu=True, cross_entropy=False,
-                                    fused_linear_cross_entropy=True)
-    config = LlamaConfig(**SHAPES[shape], max_position_embeddings=max(4096, seq_len), rms_norm_eps=1e-5,
-                         tie_word_embeddings=False,
-                         attn_implementation=cudnn_only_sdpa() if cudnn_attention else "sdpa")
+        getattr(liger_transformers, family_of(config.model_type).liger_entry)(
+            rope=True, rms_norm=True, swiglu=True, cross_entropy=False, fused_linear_cross_entropy=True)
     torch.manual_seed(0)
     with torch.device(device):
-        model = LlamaForCausalLM(config)
+        model = AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32)
     return model
 
 
@@ -162,6 +161,7 @@ def main(argv=None) -> int:
                        ("+grad_ckpt" if args.grad_ckpt else "") + ("+cudnn" if args.cudnn_attention else "") +
                        (f"+float8 {args.float8}" if args.float8 else ""),
               "attention": "sdpa (cuDNN only)" if args.cudnn_attention else model.config._attn_implementation,
+              "model": model.config.architectures[0] if model.config.architectures else model.config.model_type,
               "shape": args.shape, "gpus": world, "seq_len": args.seq_len, "micro_batch_size": args.micro_batch_size,
               "grad_accum": args.grad_accum, "tokens_per_gpu_per_step": tokens_per_step,
               "tokens_per_s_per_gpu": round(tokens_per_step / step_s, 1),

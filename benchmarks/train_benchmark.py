@@ -49,7 +49,26 @@ SHAPES = {
                    num_key_value_heads=32, vocab_size=VOCAB),
     "13b": dict(hidden_size=5120, intermediate_size=13824, num_hidden_layers=40, num_attention_heads=40,
                 num_key_value_heads=40, vocab_size=VOCAB),
+    # today's bases: LLaMA-3-8B (GQA 4:1, 128,256 vocabulary) and Qwen2-7B (GQA 7:1, qkv bias, 152,064 vocabulary)
+    "llama3_8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+                      num_key_value_heads=8, vocab_size=128_256, rope_theta=500_000.0),
+    "qwen2_7b": dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+                     num_key_value_heads=4, vocab_size=152_064, rope_theta=1_000_000.0, model_type="qwen2"),
+    "qwen2_tiny": dict(hidden_size=128, intermediate_size=352, num_hidden_layers=2, num_attention_heads=4,
+                       num_key_value_heads=2, vocab_size=2048, model_type="qwen2"),
 }
+
+
+def model_config(shape: str, seq_len: int, **extra):
+    """The transformers config of a shape (LLaMA unless the shape names another model type), untied, bf16."""
+    from transformers import AutoConfig
+
+    spec = dict(SHAPES[shape])
+    model_type = spec.pop("model_type", "llama")
+    if model_type == "qwen2":
+        spec.update(use_sliding_window=False, sliding_window=None)
+    return AutoConfig.for_model(model_type, **spec, max_position_embeddings=max(4096, seq_len), rms_norm_eps=1e-5,
+                                tie_word_embeddings=False, torch_dtype="bfloat16", **extra)
 
 
 def matmul_ceiling_tflops(n: int = 8192, iters: int = 30) -> float | None:
@@ -76,15 +95,12 @@ def matmul_ceiling_tflops(n: int = 8192, iters: int = 30) -> float | None:
 
 def write_model_dir(shape: str, seq_len: int, out: Path) -> Path:
     """config.json of the shape + a small tokenizer (train.py reads pad/eos ids and saves it with models)."""
-    from transformers import LlamaConfig
-
     from colossal_llama2.tiny_base import build_tiny_tokenizer
 
     if (out / "config.json").exists():
         return out
     build_tiny_tokenizer([REPO_ROOT / "examples" / "demo_data" / "base_english.txt"], out, vocab_size=600)
-    LlamaConfig(**SHAPES[shape], max_position_embeddings=max(4096, seq_len), rms_norm_eps=1e-5,
-                tie_word_embeddings=False, torch_dtype="bfloat16").save_pretrained(out)
+    model_config(shape, seq_len).save_pretrained(out)
     return out
 
 
@@ -171,7 +187,8 @@ def param_count(shape: str) -> int:
     c = SHAPES[shape]
     h, i, layers, v = c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"], c["vocab_size"]
     kv = h * c["num_key_value_heads"] // c["num_attention_heads"]
-    return 2 * v * h + layers * (2 * h * h + 2 * h * kv + 3 * h * i + 2 * h) + h
+    qkv_bias = h + 2 * kv if c.get("model_type") == "qwen2" else 0
+    return 2 * v * h + layers * (2 * h * h + 2 * h * kv + 3 * h * i + 2 * h + qkv_bias) + h
 
 
 PEERS = {"plain": [], "compile_liger": ["--compile", "--liger"], "compile": ["--compile"], "liger": ["--liger"],

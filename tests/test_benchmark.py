@@ -55,12 +55,19 @@ def test_peer_flops_use_the_model_parameter_count_and_rows_get_their_ratio():
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from benchmarks.train_benchmark import SHAPES, compare_with_peers, param_count
+    from transformers import AutoModelForCausalLM
+
+    from benchmarks.train_benchmark import SHAPES, compare_with_peers, model_config, param_count
 
     for shape in ("tiny", "1b", "7b_8l", "13b"):
         with torch.device("meta"):
             model = LlamaForCausalLM(LlamaConfig(**SHAPES[shape], tie_word_embeddings=False))
         assert param_count(shape) == model.num_parameters()
+    for shape, billions in (("llama3_8b", 8.03), ("qwen2_7b", 7.62), ("qwen2_tiny", None)):
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(model_config(shape, 4096))
+        assert param_count(shape) == model.num_parameters()
+        assert billions is None or round(model.num_parameters() / 1e9, 2) == billions  # the published sizes
     rows = [{"ok": True, "shape": "7b", "peer": "plain", "tokens_per_s_per_gpu": 100.0, "name": "p"},
             {"ok": True, "shape": "7b", "peer": "compile_liger", "tokens_per_s_per_gpu": 125.0, "name": "q"},
             {"ok": True, "shape": "7b", "tokens_per_s_per_gpu": 110.0, "name": "zero2"},
@@ -79,3 +86,16 @@ def test_stop_time_measures_a_real_ctrl_c(tmp_path):
     assert result["exit_status"] == 0 and 0 < result["seconds_from_signal_to_exit"] < 60
     assert result["checkpoint_gb"] > 0 and result["save_seconds"] is not None
     assert len(list((tmp_path / "st" / "ckpt").glob("epoch-*"))) == 1
+
+
+def test_qwen2_shapes_run_in_train_py_and_the_peer(tmp_path):
+    """A Qwen2 shape (qkv bias, GQA 2:1) through the harness: train.py and the FSDP2 peer build Qwen2 models."""
+    out = tmp_path / "bench"
+    proc = run_script([REPO_ROOT / "benchmarks" / "train_benchmark.py", "--shapes", "qwen2_tiny", "--plugins", "ddp",
+                       "--peers", "plain", "--nproc", 2, "--seq_len", 64, "--steps", 3, "--warmup", 1,
+                       "--out_dir", out], timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = json.loads((out / "results.json").read_text())["results"]
+    assert [r["ok"] for r in rows] == [True, True]
+    assert json.loads((out / "models" / "qwen2_tiny" / "config.json").read_text())["model_type"] == "qwen2"
+    assert '"model": "qwen2"' in (out / "qwen2_tiny-fsdp2-peer-plain" / "log.txt").read_text()

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from colossal_llama2.training import fused_ops
-from colossal_llama2.training.fused_ops import (Fusion, fuse_llama_norms, fused_cross_entropy, resolve_fusion,
+from colossal_llama2.training.fused_ops import (Fusion, fuse_rms_norms, fused_cross_entropy, resolve_fusion,
                                                 shifted_labels)
 from colossal_llama2.utils.errors import UserInputError
 
@@ -110,7 +110,7 @@ def test_reference_rms_norm_is_transformers_math():
 
 def test_fused_norms_match_transformers_within_one_bf16_ulp():
     reference, fused = _tiny_llama(), _tiny_llama()
-    assert fuse_llama_norms(fused) == 5  # 2 per decoder layer + the final norm
+    assert fuse_rms_norms(fused) == 5  # 2 per decoder layer + the final norm
     ids = torch.randint(0, 97, (2, 12))
     # fp32: the same numbers, forward and backward
     out = {}
@@ -218,3 +218,31 @@ def test_liger_linear_loss_matches_reference_on_gpu():
     assert loss.item() == pytest.approx(ref.item(), rel=2e-3)
     torch.testing.assert_close(h1.grad.float(), h2.grad.float(), rtol=2e-2, atol=2e-3)
     torch.testing.assert_close(w1.grad.float(), w2.grad.float(), rtol=2e-2, atol=2e-3)
+
+
+@pytest.mark.parametrize("family", ["qwen2", "mistral"])
+def test_fused_norms_cover_qwen2_and_mistral(family):
+    """The family table gives each model type its RMSNorm class: every norm is fused, outputs unchanged in fp32."""
+    from transformers import AutoModelForCausalLM, MistralConfig, Qwen2Config
+
+    make = {"qwen2": Qwen2Config, "mistral": MistralConfig}[family]
+    config = make(vocab_size=97, hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
+                  num_key_value_heads=1, max_position_embeddings=64, attn_implementation="sdpa",
+                  tie_word_embeddings=family == "qwen2", sliding_window=None)
+    torch.manual_seed(0)
+    reference = AutoModelForCausalLM.from_config(config)
+    fused = AutoModelForCausalLM.from_config(config)
+    fused.load_state_dict(reference.state_dict())
+    assert fuse_rms_norms(fused) == 7  # 2 per decoder layer + the final norm
+    assert all(m.forward.__func__ is fused_ops._norm_forward for m in fused.modules() if "RMSNorm" in type(m).__name__)
+    ids = torch.randint(0, 97, (2, 12))
+    torch.testing.assert_close(fused(input_ids=ids).logits, reference(input_ids=ids).logits, rtol=1e-5, atol=1e-5)
+
+
+def test_unknown_model_types_keep_their_modules_or_are_refused(caplog):
+    from colossal_llama2.utils.errors import UserInputError
+
+    assert resolve_fusion("auto", "auto", "ddp", cuda=False, model_type="gpt_neox") == Fusion(False, True, False)
+    assert "model type 'gpt_neox' is not one of the families" in caplog.text
+    with pytest.raises(UserInputError, match="--fused_ops: on: model type 'gpt_neox'"):
+        resolve_fusion("on", "auto", "ddp", cuda=False, model_type="gpt_neox")

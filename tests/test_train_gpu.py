@@ -46,7 +46,7 @@ def test_plugin_trains_saves_and_resumes(tmp_path, tiny_model_dir, gpu_data, plu
     full = metrics(tmp_path / "tb_a")
     assert sorted(full) == list(range(1, 9))
     assert full[8]["loss"] < full[1]["loss"] - 0.2, {s: r["loss"] for s, r in full.items()}
-    assert all(r["grad_norm"] is None or r["grad_norm"] >= 0 for r in full.values())
+    assert all(r["grad_norm"] is not None and r["grad_norm"] > 0 for r in full.values())
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["epoch-0_step-4", "epoch-0_step-8"]
     run_distributed(TRAIN, [*common, "--save_dir", tmp_path / "b", "--tensorboard_dir", tmp_path / "tb_b",
                             "--load_checkpoint", tmp_path / "a" / "epoch-0_step-4"], nproc=nproc, timeout=600)
@@ -54,6 +54,15 @@ def test_plugin_trains_saves_and_resumes(tmp_path, tiny_model_dir, gpu_data, plu
     assert sorted(resumed) == [5, 6, 7, 8]
     for step in resumed:
         assert resumed[step]["loss"] == pytest.approx(full[step]["loss"], rel=2e-2, abs=2e-2), step
+    # The same resume with Adam's states dropped: the real resume must be far closer to the uninterrupted run.
+    run_distributed(REPO_ROOT / "tests" / "scripts" / "train_resume_losing.py",
+                    [*common, "--save_dir", tmp_path / "c", "--tensorboard_dir", tmp_path / "tb_c", "--no_save",
+                     "--load_checkpoint", tmp_path / "a" / "epoch-0_step-4"], nproc=nproc, timeout=600,
+                    env={"RESUME_LOSES": "optimizer"})
+    lost = metrics(tmp_path / "tb_c")
+    real_gap = max(abs(resumed[s]["loss"] - full[s]["loss"]) for s in (6, 7, 8))
+    lost_gap = max(abs(lost[s]["loss"] - full[s]["loss"]) for s in (6, 7, 8))
+    assert real_gap < lost_gap / 5, (real_gap, lost_gap)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     modeling = tmp_path / "a" / "epoch-0_step-8" / "modeling"
@@ -162,3 +171,53 @@ def test_fp8_trains_like_bf16(tmp_path, tiny_model_dir, gpu_data, choice):
     assert max(diffs) > 0, "identical losses: the fp8 path did not run"
     assert max(diffs) < 0.1, diffs
     assert runs["fp8"][1]["grad_norm"] == pytest.approx(runs["bf16"][1]["grad_norm"], rel=0.1)
+
+
+@pytest.mark.parametrize("plugin", ["zero2", "gemini"])
+def test_tied_qwen2_trains_saves_and_resumes(tmp_path, qwen2_tokenizer_dir, plugin):
+    """A Qwen2-style model with tied embeddings (no bos token) through a plugin's save and load: it saves the
+    matrix once, resumes on the same curve, and plain transformers loads it still tied."""
+    from colossal_llama2.tiny_base import build_tiny_family_model
+
+    model_dir = build_tiny_family_model("qwen2", qwen2_tokenizer_dir, tmp_path / "model")
+    data = build_dataset(qwen2_tokenizer_dir, tmp_path / "data", max_length=64, num_parts=2)
+    common = ["--pretrained", model_dir, "--dataset", data, "--plugin", plugin, "--mixed_precision", "bf16",
+              "--max_length", 64, "--micro_batch_size", 4, "--lr", 1e-2, "--padding_mode", "longest",
+              "--max_steps", 8, "--save_interval", 4, "-s", 1, "--config_file", tmp_path / "c.json"]
+    run_distributed(TRAIN, [*common, "--save_dir", tmp_path / "a", "--tensorboard_dir", tmp_path / "tb_a"],
+                    nproc=1, timeout=600)
+    run_distributed(TRAIN, [*common, "--save_dir", tmp_path / "b", "--tensorboard_dir", tmp_path / "tb_b",
+                            "--load_checkpoint", tmp_path / "a" / "epoch-0_step-4"], nproc=1, timeout=600)
+    full, resumed = metrics(tmp_path / "tb_a"), metrics(tmp_path / "tb_b")
+    assert full[8]["loss"] < full[1]["loss"] - 0.2
+    for step in (5, 6, 7, 8):
+        assert resumed[step]["loss"] == pytest.approx(full[step]["loss"], rel=2e-2, abs=2e-2), step
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "b" / "epoch-0_step-8" / "modeling")
+    assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+    index = json.loads(next((tmp_path / "b" / "epoch-0_step-8" / "modeling").glob("*.index.json")).read_text())
+    assert "lm_head.weight" not in index["weight_map"] and "model.embed_tokens.weight" in index["weight_map"]
+
+
+@pytest.mark.parametrize("family", ["llama3", "qwen2", "mistral"])
+def test_fast_paths_apply_to_each_family(tmp_path, llama3_tokenizer_dir, qwen2_tokenizer_dir, family):
+    """zero2's defaults (liger's kernels through the family's entry point, the fused loss, cuDNN attention for
+    whole samples) on LLaMA-3 (GQA 4:1), Qwen2 (qkv bias, tied) and Mistral train like the reference modules."""
+    pytest.importorskip("liger_kernel")
+    from colossal_llama2.tiny_base import build_tiny_family_model
+
+    tok = qwen2_tokenizer_dir if family == "qwen2" else llama3_tokenizer_dir
+    model_dir = build_tiny_family_model(family, tok, tmp_path / "model")
+    data = build_dataset(tok, tmp_path / "data", max_length=64, num_parts=1)
+    common = ["--pretrained", model_dir, "--dataset", data, "--plugin", "zero2", "--mixed_precision", "bf16",
+              "--max_length", 64, "--micro_batch_size", 4, "--lr", 1e-2, "--padding_mode", "longest",
+              "--max_steps", 6, "-s", 1, "--no_save", "--config_file", tmp_path / "c.json", "--seed", 3]
+    runs = {}
+    for name, extra in (("reference", ["--fused_ops", "off", "--fused_loss", "off"]), ("fast", [])):
+        proc = run_distributed(TRAIN, [*common, *extra, "--tensorboard_dir", tmp_path / name], nproc=1, timeout=600)
+        runs[name] = metrics(tmp_path / name)
+    assert "liger RMSNorm/rotary/SwiGLU" in proc.stdout and "modules and the rotary embedding patched" in proc.stdout
+    for step, row in runs["reference"].items():
+        assert runs["fast"][step]["loss"] == pytest.approx(row["loss"], rel=1e-2, abs=1e-2), step
+    assert runs["fast"][1]["grad_norm"] == pytest.approx(runs["reference"][1]["grad_norm"], rel=1e-2)

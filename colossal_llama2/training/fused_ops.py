@@ -113,8 +113,11 @@ def _refuse(flag: str, value: str, plugin: str, allowed: tuple[str, ...], why: s
                              f"{', '.join(allowed)}", where=flag)
 
 
-def resolve_fusion(fused_ops: str, fused_loss: str, plugin: str, cuda: bool) -> Fusion:
+def resolve_fusion(fused_ops: str, fused_loss: str, plugin: str, cuda: bool, model_type: str = "llama") -> Fusion:
     """Turn --fused_ops (auto, on, liger, off) / --fused_loss (auto, on, linear, off) into what runs.
+
+    The RMSNorm/rotary/SwiGLU kernels need the model's family in ``model/families.py`` (LLaMA, Qwen2,
+    Mistral); another model type keeps its reference modules (auto, with a warning) or is refused (on, liger).
 
     UserInputError for what cannot run here. auto: liger's kernels where they run (zero2/zero2_cpu on CUDA
     with liger-kernel installed: 1.05x at 7b's layer shapes), else F.rms_norm on CUDA; the compiled fused
@@ -139,6 +142,15 @@ def resolve_fusion(fused_ops: str, fused_loss: str, plugin: str, cuda: bool) -> 
             raise UserInputError(f"{value} needs liger-kernel: {why_not}", where=flag)
     if fused_ops == "on" and not native_rms_norm_available():
         raise UserInputError("this torch has no torch.nn.functional.rms_norm", where="--fused_ops")
+    from ..model.families import FAMILIES, family_of
+
+    if family_of(model_type) is None and fused_ops != "off":
+        why = (f"model type {model_type!r} is not one of the families with fused kernels "
+               f"({', '.join(sorted(FAMILIES))})")
+        if fused_ops != "auto":
+            raise UserInputError(f"{fused_ops}: {why}", where="--fused_ops")
+        logger.warning("RMSNorm/rotary/SwiGLU kernels off: %s; its own modules run", why)
+        fused_ops = "off"
     auto_liger = can_liger and plugin in LIGER_PLUGINS
     liger = fused_ops == "liger" or (fused_ops == "auto" and auto_liger)
     norm = liger or fused_ops == "on" or (fused_ops == "auto" and cuda and plugin in FUSABLE_PLUGINS
@@ -228,16 +240,21 @@ def _norm_forward(self, hidden_states):
     return F.rms_norm(hidden_states, (hidden_states.shape[-1],), weight, self.variance_epsilon)
 
 
-def fuse_llama_norms(model: torch.nn.Module) -> int:
-    """Run every LlamaRMSNorm of a transformers model as F.rms_norm; returns how many.
+def fuse_rms_norms(model: torch.nn.Module) -> int:
+    """Run every RMSNorm of a transformers model of a known family (``model/families.py``: LLaMA, Qwen2,
+    Mistral) as F.rms_norm; returns how many.
 
     Only forwards are swapped (instance attributes): parameters, state dicts and checkpoints are untouched.
     """
-    from transformers.models.llama import modeling_llama
+    from ..model.families import family_of
 
+    family = family_of(getattr(model.config, "model_type", None))
+    if family is None:
+        return 0
+    norm_type = family.rms_norm_type()
     count = 0
     for module in model.modules():
-        if isinstance(module, modeling_llama.LlamaRMSNorm):
+        if isinstance(module, norm_type):
             module.forward = types.MethodType(_norm_forward, module)
             count += 1
     return count

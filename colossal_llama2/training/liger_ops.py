@@ -34,11 +34,15 @@ def liger_available(cuda: bool) -> tuple[bool, str]:
 
 
 def apply_liger_kernels(model: torch.nn.Module) -> int:
-    """RMSNorm, rotary and SwiGLU of a transformers LLaMA as liger's kernels; returns the modules patched."""
-    from liger_kernel.transformers import apply_liger_kernel_to_llama
+    """RMSNorm, rotary and SwiGLU of a LLaMA/Qwen2/Mistral model as liger's kernels, through the family's own
+    liger entry point (``model/families.py``); returns the modules patched."""
+    import liger_kernel.transformers as liger
 
-    apply_liger_kernel_to_llama(rope=True, rms_norm=True, swiglu=True, cross_entropy=False,
-                                fused_linear_cross_entropy=False, model=model)
+    from ..model.families import family_of
+
+    family = family_of(model.config.model_type)
+    getattr(liger, family.liger_entry)(rope=True, rms_norm=True, swiglu=True, cross_entropy=False,
+                                       fused_linear_cross_entropy=False, model=model)
     return 1 + 3 * len(model.model.layers)  # the final norm; two norms and an MLP per layer
 
 

@@ -21,7 +21,7 @@ from .ddp_speed import bf16_residual_stream
 from .liger_ops import apply_liger_kernels, enable_linear_loss
 from .fp8 import apply_float8
 from .freeze import freeze_non_embedding_params
-from .fused_ops import Fusion, fuse_llama_norms
+from .fused_ops import Fusion, fuse_rms_norms
 from .neftune import NEFTune
 from .plugins import LAZY_INIT_PLUGINS
 
@@ -112,7 +112,7 @@ def apply_patches_after_boost(unwrapped: torch.nn.Module, patches: ModelPatches)
         logger.info("liger-kernel: %d RMSNorm/SwiGLU modules and the rotary embedding patched",
                     apply_liger_kernels(unwrapped))
     elif patches.fusion.norm:
-        logger.info("fused RMSNorm: %d modules run as F.rms_norm", fuse_llama_norms(unwrapped))
+        logger.info("fused RMSNorm: %d modules run as F.rms_norm", fuse_rms_norms(unwrapped))
     if patches.fusion.linear_loss:
         enable_linear_loss(unwrapped, ignore_index=IGNORE_INDEX)
     if patches.fp8 != "off":

@@ -51,7 +51,7 @@ def validate_inputs(args: argparse.Namespace, cuda: bool, world_size: int) -> Ru
         ckpt.checkpoint_kind(load_checkpoint)
     if not args.random_init:
         ckpt.weights_path(args.pretrained)
-    fusion = _check_speed_flags(args, cuda)
+    fusion = _check_speed_flags(args, cuda, getattr(config, "model_type", None))
     return RunInputs(config=config, data=data, eval_data=eval_data, fusion=fusion, load_checkpoint=load_checkpoint)
 
 
@@ -125,13 +125,13 @@ def _check_data_fits(args: argparse.Namespace, config, data: TokenizedDataset,
         raise UserInputError(f"above the model's max_position_embeddings {max_pos}", where="--max_length")
 
 
-def _check_speed_flags(args: argparse.Namespace, cuda: bool) -> Fusion:
+def _check_speed_flags(args: argparse.Namespace, cuda: bool, model_type: str | None) -> Fusion:
     if args.compile and args.plugin not in ("zero2", "zero2_cpu", "ddp"):
         raise UserInputError(f"not supported with --plugin {args.plugin} (Gemini's parameter hooks and "
                              f"shardformer's replaced forwards do not trace); use zero2 or ddp", where="--compile")
     check_fp8(args.fp8, plugin=args.plugin, capability=torch.cuda.get_device_capability() if cuda else None,
               experimental=args.fp8_experimental, max_length=args.max_length)
-    return resolve_fusion(args.fused_ops, args.fused_loss, args.plugin, cuda)  # raises for what cannot run
+    return resolve_fusion(args.fused_ops, args.fused_loss, args.plugin, cuda, model_type)  # raises if it cannot run
 
 
 def parse_profile_steps(text: str) -> tuple[int, int] | None:
