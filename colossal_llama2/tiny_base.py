@@ -125,6 +125,13 @@ CHATML_TEMPLATE = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
 
+# Mistral's [INST] format (its v1/v3 templates differ only in spacing): no system role of its own.
+MISTRAL_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}"
+    "{{ '[INST] ' + message['content'] + ' [/INST]' }}{% elif message['role'] == 'assistant' %}"
+    "{{ ' ' + message['content'] + eos_token }}{% else %}"
+    "{{ raise_exception('Only user and assistant roles are supported!') }}{% endif %}{% endfor %}")
+
 BYTE_LEVEL_FLAVOURS = {
     # bos added by a post-processor, untied embeddings, ignore_merges as in Meta's tokenizer.json
     "llama3": dict(split=LLAMA3_SPLIT, nfc=False, ignore_merges=True, bos="<|begin_of_text|>",

@@ -1,6 +1,7 @@
 """The SFT conversation template: one format for training data, chat and inference.
 
-Rendered text (``<s>``/``</s>`` are the tokenizer's bos/eos tokens; the system line is optional)::
+Rendered text (``<s>``/``</s>`` are the tokenizer's bos/eos tokens, no ``<s>`` for a tokenizer without a bos
+token; the system line is optional)::
 
     <s> System: {system}\\nHuman: {human 1}\\nAssistant: {assistant 1}</s> Human: {human 2}\\nAssistant: {assistant 2}</s>
 
@@ -40,7 +41,7 @@ USER_ROLES = ("human", "user")
 ROLES = ("system", *USER_ROLES, "assistant")
 
 CHAT_TEMPLATE = (
-    "{{- bos_token -}}"
+    "{%- if bos_token -%}{{- bos_token -}}{%- endif -%}"
     "{%- for message in messages -%}"
     "{%- if message['role'] == 'system' -%}"
     "{%- if not loop.first -%}{{- raise_exception('a system message may only come first') -}}{%- endif -%}"
@@ -57,9 +58,11 @@ CHAT_TEMPLATE = (
 )
 
 
-def conversation_turns(system: str | None, pairs: Sequence[tuple[str, str]], bos_token: str,
+def conversation_turns(system: str | None, pairs: Sequence[tuple[str, str]], bos_token: str | None,
                        eos_token: str) -> tuple[Turn, ...]:
-    """The document pieces of a conversation, one turn per (human, assistant) pair: ``CHAT_TEMPLATE``'s text."""
+    """The document pieces of a conversation, one turn per (human, assistant) pair: ``CHAT_TEMPLATE``'s text
+    (no bos for a tokenizer without one, such as Qwen2's)."""
+    bos_token = bos_token or ""
     turns = []
     for i, (human, assistant) in enumerate(pairs):
         prefix = (f"{bos_token} System: {system}\nHuman: " if system is not None else f"{bos_token} Human: ") \

@@ -27,7 +27,7 @@ from typing import Sequence
 from ..utils.errors import UserInputError
 from ..utils.fs import atomic_directory, atomic_write_text, check_output_dir
 from ..utils.logging import get_logger
-from . import conversation
+from . import chat_templates, conversation
 from .assemble import PartJob, plan_parts, write_parts
 from .boundaries import document_boundaries
 from .documents import pretrain_record_parser
@@ -86,8 +86,13 @@ def build_arg_parser(kind: str) -> argparse.ArgumentParser:
                    help='JSON object or JSON file {category: weight}: 2.0 repeats each document twice, 0.5 keeps '
                         'a deterministic half, 1.5 all plus half; unnamed categories keep 1')
     if kind == "sft":
+        p.add_argument("--chat_template", default="auto", help="the chat template conversations are rendered with: "
+                       + chat_templates.CHOICES_HELP)
         p.add_argument("--install_chat_template", action="store_true",
-                       help="also store the chat template in --tokenizer_dir/tokenizer_config.json")
+                       help="also store the template used in --tokenizer_dir/tokenizer_config.json (refused if it "
+                            "already has a different one, unless --replace_chat_template)")
+        p.add_argument("--replace_chat_template", action="store_true",
+                       help="with --install_chat_template: replace the tokenizer's own, different chat template")
     return p
 
 
@@ -110,6 +115,8 @@ class Options:
     overwrite: bool = False
     category_weights: str | None = None
     install_chat_template: bool = False
+    chat_template: str = "auto"
+    replace_chat_template: bool = False
 
     @classmethod
     def from_args(cls, kind: str, args: argparse.Namespace) -> "Options":
@@ -197,7 +204,7 @@ def _prepare(o: Options) -> dict:
     files = list_input_files(o.data_input_dirs)
     weights = parse_category_weights(o.category_weights)
     tokenizer = load_tokenizer(o.tokenizer_dir)
-    parse, fit = _record_parser(o.kind, tokenizer)
+    parse, fit, template = _record_parser(o, tokenizer)
     import datasets  # noqa: F401  (a one-time import of ~1 s, done with the tokenizer load, not mid-way)
 
     all_units = plan_units(files, max(1, int(o.unit_size_mb * (1 << 20))))
@@ -230,25 +237,49 @@ def _prepare(o: Options) -> dict:
     num_parts, plans, missing, counts = plan_parts(results, o.num_spliced_dataset_bins, o.seed)
     _warn_about_parts(o, num_parts, missing, counts)
     t_pack = time.perf_counter()
-    written = _write_parts(o, tokenizer, cache, units, results, plans, num_parts)
+    written = _write_parts(o, tokenizer, cache, units, results, plans, num_parts, template)
     written["missing"] = missing
     summary = _summary(o, files, units, all_units, results, stats, tokenized_tokens=sum(
         r.meta["tokenized_tokens"] for r in results), times=(t_start, t_setup, t_read, t_tok, t_pack), **written)
     _publish(o, cache, num_parts, summary)
     if o.kind == "sft" and o.install_chat_template:
-        path = conversation.install_chat_template(o.tokenizer_dir)
-        logger.info("chat template installed in %s", path)
+        if tokenizer.chat_template == template:
+            logger.info("--install_chat_template: %s already holds this chat template", o.tokenizer_dir)
+        else:
+            path = conversation.install_chat_template(o.tokenizer_dir, template)
+            logger.warning("chat template %s in %s", "REPLACED" if tokenizer.chat_template else "installed", path)
     return summary
 
 
-def _record_parser(kind: str, tokenizer):
-    """(line parser, fit policy): pretraining documents are chunked, SFT conversations cut between turns."""
-    if kind == "sft":
+def _record_parser(o: Options, tokenizer):
+    """(line parser, fit policy, chat template or None): pretraining documents are chunked, SFT conversations
+    cut between turns."""
+    if o.kind != "sft":
+        boundaries = document_boundaries(tokenizer)
+        logger.info(boundaries.describe())
+        return pretrain_record_parser(boundaries.bos_id, boundaries.eos_id), "chunk", None
+    template, what = chat_templates.choose_template(tokenizer, o.chat_template)
+    own = tokenizer.chat_template
+    if o.install_chat_template and own and own != template and not o.replace_chat_template:
+        raise UserInputError(f"{o.tokenizer_dir} already has a different chat template; add --replace_chat_template "
+                             f"to replace it", where="--install_chat_template")
+    if what == "project":
         check_template(tokenizer)
-        return conversation.sft_record_parser(tokenizer.bos_token, tokenizer.eos_token), "turns"
-    boundaries = document_boundaries(tokenizer)
-    logger.info(boundaries.describe())
-    return pretrain_record_parser(boundaries.bos_id, boundaries.eos_id), "chunk"
+        parse = conversation.sft_record_parser(tokenizer.bos_token, tokenizer.eos_token)
+    else:
+        from .tokenization import encode_documents
+
+        def encode(doc):
+            encoded = encode_documents(tokenizer, [doc], "turns", 1 << 30)
+            return encoded.ids.tolist(), encoded.mask.tolist()
+
+        chat_templates.check_rendering(tokenizer, template, encode)
+        parse = chat_templates.template_record_parser(tokenizer, template)
+    logger.info("SFT conversations rendered with %s chat template%s", {"model": "the model's own",
+                "project": "the project's"}.get(what, f"the file {what}'s"),
+                " (the tokenizer's own is kept in it; the trained model gets the one used)" if own and
+                template != own else "")
+    return parse, "turns", template
 
 
 def _fingerprint(o: Options, files: list[Path], weights: dict) -> dict:
@@ -258,7 +289,7 @@ def _fingerprint(o: Options, files: list[Path], weights: dict) -> dict:
     for name in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"):
         if (tok_dir / name).is_file():
             digest.update(name.encode() + (tok_dir / name).read_bytes())
-    return {"format": FORMAT, "cache_version": 1, "kind": o.kind, "max_length": o.max_length, "seed": o.seed,
+    return {"format": FORMAT, "cache_version": 1, "kind": o.kind, "chat_template": o.chat_template, "max_length": o.max_length, "seed": o.seed,
             "skip_bad_lines": o.skip_bad_lines, "category_weights": weights, "unit_size_mb": o.unit_size_mb,
             "num_shards": o.num_shards, "shard_index": o.shard_index, "bins": o.num_spliced_dataset_bins,
             "jsonl": bool(o.data_jsonl_output_dir), "tokenizer_sha256": digest.hexdigest(),
@@ -357,7 +388,7 @@ def _warn_about_parts(o: Options, num_parts: int, missing: dict, counts: dict) -
 
 
 def _write_parts(o: Options, tokenizer, cache: Path, units: list, results: list, plans: list,
-                 num_parts: int) -> dict:
+                 num_parts: int, template: str | None) -> dict:
     meta = {"format": FORMAT, "kind": o.kind, "max_length": o.max_length, "vocab_size": len(tokenizer),
             "tokenizer_dir": str(Path(o.tokenizer_dir).resolve()), "bos_token_id": tokenizer.bos_token_id,
             "eos_token_id": tokenizer.eos_token_id, "num_parts": num_parts}
@@ -367,7 +398,7 @@ def _write_parts(o: Options, tokenizer, cache: Path, units: list, results: list,
     if o.num_shards > 1:
         meta["shard"] = {"index": o.shard_index, "of": o.num_shards}
     if o.kind == "sft":
-        meta["chat_template"] = conversation.CHAT_TEMPLATE
+        meta["chat_template"] = template
     lo = min([IGNORE_INDEX] + [r.meta["id_range"][0] for r in results])
     hi = max([0] + [max(r.meta["id_range"][1], r.meta["max_seq_length"]) for r in results])
     jsonl_dir = cache / "jsonl" if o.data_jsonl_output_dir else None

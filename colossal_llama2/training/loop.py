@@ -115,8 +115,12 @@ class Trainer:
         tokenizer = AutoTokenizer.from_pretrained(self.args.pretrained)
         if self.data.chat_template and tokenizer.chat_template != self.data.chat_template:
             # Saved into every modeling/ dir, so chat and inference render turns exactly as SFT data did.
+            if tokenizer.chat_template:
+                logger.warning("SFT data was rendered with another chat template than the tokenizer's own: the saved "
+                               "models carry the data's (prepare with --chat_template model to keep the model's)")
+            else:
+                logger.info("SFT data: its chat template will be saved with the model's tokenizer")
             tokenizer.chat_template = self.data.chat_template
-            logger.info("SFT data: its chat template will be saved with the model's tokenizer")
         return tokenizer
 
     def _build_data(self) -> None:
