@@ -40,7 +40,7 @@ def pytest_configure(config):
 def pytest_collection_modifyitems(config, items):
     if _cuda_available():
         return
-    skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU (run with -m gpu on the device machine)")
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU (pytest -m gpu on a machine with one)")
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)

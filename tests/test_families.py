@@ -118,3 +118,27 @@ print("RESULT", type(model).__name__, tied, out.shape[1] - ids["input_ids"].shap
         with safe_open(str(shard), "pt") as f:
             keys |= set(f.keys())
     assert ("lm_head.weight" in keys) is (name != "qwen2")  # a tied matrix is saved once
+
+
+def test_sft_with_the_models_own_template_trains(tmp_path, family, english_lines, chinese_lines):
+    """SFT data rendered with the family's own chat template, 2 ddp steps, and the saved tokenizer still
+    carries that template (never the project's)."""
+    from transformers import AutoTokenizer
+
+    from tests.test_prepare_sft import conversations
+    from tests.test_prepare_sft import options as sft_options
+
+    name, model_dir, _ = family
+    records = conversations(english_lines, chinese_lines)[:12]
+    write_jsonl(tmp_path / "in" / "chat.jsonl", records)
+    prepare(sft_options(tmp_path, model_dir, tmp_path / "in", max_length=256))
+    run_distributed(REPO_ROOT / "train.py", ["--pretrained", model_dir, "--dataset", tmp_path / "arrow", "--plugin",
+                                             "ddp", "--max_length", 256, "--micro_batch_size", 1, "--max_steps", 2,
+                                             "--save_interval", 2, "--save_dir", tmp_path / "ckpt",
+                                             "--tensorboard_dir", tmp_path / "tb", "--config_file", tmp_path / "c.json"],
+                    timeout=300)
+    rows = metrics(tmp_path / "tb")
+    assert sorted(rows) == [1, 2] and all(r["loss"] > 0 for r in rows.values())
+    saved = AutoTokenizer.from_pretrained(str(tmp_path / "ckpt" / "epoch-0_step-2" / "modeling"))
+    assert saved.chat_template == AutoTokenizer.from_pretrained(str(model_dir)).chat_template
+    assert "Assistant:" not in saved.chat_template

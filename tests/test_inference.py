@@ -14,12 +14,20 @@ TEST_TEMPLATE = ("{% for m in messages %}{% if m['role'] == 'user' %}Human: {{ m
                  "{% endif %}{% endfor %}{% if add_generation_prompt %}Assistant:{% endif %}")
 
 
-def greedy(model_dir, prompt_ids, n):
+def greedy(model_dir, prompt_ids, n, eos_id=2):
+    """Greedy decoding by hand (full forward, argmax, append), not transformers' generate: the script's
+    output is checked against a different implementation."""
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    ids = prompt_ids[0].tolist()
+    new = []
     with torch.no_grad():
-        out = model.generate(input_ids=prompt_ids, attention_mask=torch.ones_like(prompt_ids), max_new_tokens=n,
-                             do_sample=False, pad_token_id=2)
-    return out[0, prompt_ids.shape[1]:]
+        for _ in range(n):
+            next_id = int(model(torch.tensor([ids])).logits[0, -1].argmax())
+            new.append(next_id)
+            if next_id == eos_id:
+                break
+            ids.append(next_id)
+    return torch.tensor(new)
 
 
 def test_inference_prints_exactly_the_greedy_continuation(tiny_model_dir):

@@ -10,9 +10,9 @@ import torch
 from safetensors.torch import load_file
 
 from colossal_llama2.model.init_model import init_model
-from colossal_llama2.tokenizer import sp_surgery
 from colossal_llama2.tokenizer.init_tokenizer import extend_tokenizer
 from colossal_llama2.utils.errors import UserInputError
+from tests.helpers import sp_bpe
 from tests.helpers.distributed import run_script
 from tests.test_tokenizer import chinese_pieces, load_proto, write_pieces
 
@@ -29,13 +29,14 @@ def weights(model_dir: Path) -> dict[str, torch.Tensor]:
 
 
 def expected_new_rows(source_weight: torch.Tensor, source_dir: Path, target_tok: Path, method: str) -> torch.Tensor:
-    """Computed independently of the implementation: float64 means, sentencepiece ids of each piece."""
+    """Computed independently of the implementation: float64 means, each piece's ids under the source by a
+    plain-Python sentencepiece-BPE encoder (tests/helpers/sp_bpe.py), not sentencepiece itself."""
     new_pieces = [p.piece for p in load_proto(target_tok).pieces[N_SRC:]]
     old = source_weight[:N_SRC].double()
     if method == "mean":
         return old.mean(0).expand(len(new_pieces), -1)
-    sp = sp_surgery.processor_without_dummy_prefix(load_proto(source_dir))
-    return torch.stack([old[sp.encode(p.replace("▁", " "))].mean(0) for p in new_pieces])
+    source = [(p.piece, p.score, p.type) for p in load_proto(source_dir).pieces]
+    return torch.stack([old[sp_bpe.encode(source, p)].mean(0) for p in new_pieces])
 
 
 @pytest.fixture(scope="module")

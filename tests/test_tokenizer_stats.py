@@ -49,3 +49,21 @@ def test_stats_errors(tmp_path, tiny_tokenizer_dir):
     proc = run_script(["colossal_llama2/tokenizer/stats.py", "--tokenizer_dirs", tmp_path / "none",
                        "--data_input_dirs", tmp_path / "missing"], timeout=120)
     assert proc.returncode == 2 and "--data_input_dirs" in proc.stderr
+
+
+def test_stats_on_a_hand_counted_case(tmp_path):
+    """A word-level tokenizer (one token per word): 'hello world' and 'a b c d' are 2 + 4 tokens over 11 + 7
+    characters, so 6/18 = 0.333 tokens per character and 3.000 tokens per sample, vocabulary 7."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"[UNK]": 0, "hello": 1, "world": 2, "a": 3, "b": 4, "c": 5, "d": 6}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]").save_pretrained(str(tmp_path / "words"))
+    (tmp_path / "t.txt").write_text("hello world\na b c d\n", encoding="utf-8")
+    proc = run_script(["-m", "colossal_llama2.tokenizer.stats", "--tokenizer_dirs", tmp_path / "words",
+                       "--data_input_dirs", tmp_path / "t.txt"], timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "2 samples, 18 characters" in proc.stdout
+    assert f"| {tmp_path / 'words'} | 7 | 0.333 | 3.000 |" in proc.stdout

@@ -137,6 +137,36 @@ def test_resume_comparison_sees_a_lost_state(neft_run, tmp_path, lost):
     assert any(differs), (lost, again, full)
 
 
+def test_resume_from_weights_only_and_from_the_end_of_an_epoch(neft_run, data, tiny_model_dir, tmp_path):
+    """A modeling/ dir restarts the schedule with the trained weights; a checkpoint taken at the last step of an
+    epoch resumes at the start of the next epoch, on the same curve as the run that went on."""
+    import math
+
+    out, _, _ = neft_run
+    weights = run_distributed(TRAIN, base_args(tiny_model_dir, data, tmp_path / "w", **{
+        "--load_checkpoint": out / "ckpt" / "epoch-0_step-6" / "modeling", "--max_steps": 2}), timeout=240)
+    assert "loaded weights only" in weights.stdout
+    fresh, _ = read_metrics(out / "tb")
+    again, _ = read_metrics(tmp_path / "w" / "tb")
+    assert sorted(again) == [1, 2] and again[1]["lr"] == fresh[1]["lr"]  # the schedule starts over
+    assert again[1]["loss"] < fresh[1]["loss"] - 0.3  # from the trained weights, not the pretrained ones
+    sequences = json.loads((data["train"] / "summary.json").read_text())["sequences"]
+    per_epoch = math.ceil(math.ceil(sequences / 2) / 2)  # 2 ranks, micro-batch 2
+    common = {"--num_epochs": 2, "--max_steps": per_epoch + 2, "--save_interval": per_epoch}
+    full = run_distributed(TRAIN, base_args(tiny_model_dir, data, tmp_path / "full", **common), timeout=240)
+    assert f"({per_epoch} per epoch" in full.stdout
+    end_of_epoch = tmp_path / "full" / "ckpt" / f"epoch-0_step-{per_epoch}"
+    states = json.loads((end_of_epoch / "running_states.json").read_text())
+    assert states["step_in_epoch"] == per_epoch
+    resumed = run_distributed(TRAIN, base_args(tiny_model_dir, data, tmp_path / "resumed", **common,
+                                               **{"--load_checkpoint": end_of_epoch}), timeout=240)
+    assert f"epoch 1, step 0 in epoch, global step {per_epoch}" in resumed.stdout
+    a, _ = read_metrics(tmp_path / "full" / "tb")
+    b, _ = read_metrics(tmp_path / "resumed" / "tb")
+    assert sorted(b) == [per_epoch + 1, per_epoch + 2]
+    assert all(b[s]["loss"] == a[s]["loss"] and b[s]["epoch"] == a[s]["epoch"] == 1 for s in b)
+
+
 def test_saved_modeling_loads_with_plain_transformers_and_matches_eval(neft_run, data):
     """No project import: HF loads model + tokenizer; its loss on the eval set equals the logged eval loss,
     so NEFTune's noise is neither in the saved weights nor in evaluation."""
@@ -254,3 +284,11 @@ def test_sigterm_saves_loadable_checkpoint_and_exits_zero(tmp_path, tiny_model_d
 
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "ckpt" / ckpts[0] / "modeling")
     assert model.config.num_hidden_layers == 2
+
+
+def test_evaluation_counts_each_sample_once_when_ranks_cannot_split_them_evenly():
+    """5 samples on 2 ranks: by hand, a = (2 + 4 + 30) / (1 + 1 + 10) = 3, b = (9 + 3) / (3 + 1) = 3, all =
+    48 / 16 = 3.0; counting rank 1's repeated sample 0 again would give a = 38 / 13 and all = 50 / 17."""
+    proc = run_distributed(REPO_ROOT / "tests" / "scripts" / "uneven_eval.py", nproc=2, timeout=120)
+    values = json.loads(proc.stdout.split("EVAL ")[1].splitlines()[0])
+    assert values == pytest.approx({"eval/loss": 3.0, "eval/loss/a": 3.0, "eval/loss/b": 3.0}, abs=1e-12)

@@ -1,4 +1,4 @@
-"""GPU plugins (run on the device machine: `pytest -m gpu tests/test_train_gpu.py`).
+"""GPU plugins (on a machine with CUDA GPUs: `pytest -m gpu tests/test_train_gpu.py`).
 
 Each plugin trains the tiny model from --pretrained for a few steps (loss must fall), saves, resumes from
 the mid-run checkpoint and continues with the same losses (to GPU tolerance), and the saved modeling/
@@ -16,7 +16,7 @@ from tests.scripts.fixture_dataset import build_dataset
 
 pytestmark = pytest.mark.gpu
 TRAIN = REPO_ROOT / "train.py"
-# (plugin, tensor-parallel size, ranks, precision); the 2-rank cases need 2 GPUs (nvidia-h200-x2)
+# (plugin, tensor-parallel size, ranks, precision); the 2-rank cases need 2 GPUs
 CASES = [("gemini", 1, 1, "bf16"), ("gemini", 1, 1, "fp16"), ("gemini_auto", 1, 1, "bf16"), ("zero2", 1, 1, "bf16"),
          ("zero2", 1, 1, "fp16"), ("zero2_cpu", 1, 1, "bf16"), ("3d", 1, 1, "bf16"), ("ddp", 1, 1, "bf16"),
          ("3d", 2, 2, "bf16"), ("zero2", 1, 2, "bf16")]
