@@ -4,6 +4,8 @@ PYTHON ?=
 PY := $(if $(PYTHON),$(PYTHON),$(VENV)/bin/python)
 DEMO_DIR ?= demo_output
 PYTEST_ARGS ?=
+# Test processes in parallel (pytest-xdist): the suite's two-rank runs spend much of their time starting up.
+TEST_WORKERS ?= 2
 
 .PHONY: install demo test test-gpu clean
 
@@ -14,7 +16,7 @@ demo: install
 	$(PY) -m colossal_llama2.demo --output_dir $(DEMO_DIR)
 
 test: install
-	HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 # On a machine with CUDA GPUs (see README: Development).
 test-gpu: install

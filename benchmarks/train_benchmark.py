@@ -4,8 +4,10 @@
 Every configuration runs the real train.py (same model code, plugin setup, data path, loss) under
 torchrun with ``--random_init --no_save`` on a synthetic dataset in the prepared-data format, and reads
 its metrics.jsonl. Reported per GPU: tokens/s and model TFLOP/s (median over the steps after warm-up;
-FLOPs per token = 6*params + 12*layers*hidden*seq, recomputation not counted), MFU against a bf16 matmul
-ceiling measured here on the same GPU, and peak device memory.
+FLOPs per token = 6*params + 12*layers*hidden*seq, recomputation not counted), MFU against the GPU's
+published dense bf16 peak (the table in colossal_llama2/training/metrics.py, as train.py logs it;
+--peak_tflops_per_device overrides), the share of a bf16 matmul ceiling measured here on the same GPU
+beside it, and peak device memory.
 
     python benchmarks/train_benchmark.py --shapes 1b --plugins zero2,gemini,3d --grad_ckpt both
     python benchmarks/train_benchmark.py --shapes 7b --plugins zero2,3d --nproc 2
@@ -142,7 +144,8 @@ def run_config(args, shape: str, plugin: str, grad_ckpt: bool, model_dir: Path, 
            "--accumulation_steps", str(args.accumulation_steps), "--max_steps", str(args.steps), "--warmup_steps", "2",
            "--lr", "3e-4", "--padding_mode", "longest",
            "--save_dir", str(run_dir / "ckpt"), "--tensorboard_dir", str(run_dir), "--config_file",
-           str(run_dir / "config.json"), "--seed", "0", "--attention", args.attention]
+           str(run_dir / "config.json"), "--seed", "0", "--attention", args.attention,
+           *(["--peak_tflops_per_device", str(args.peak)] if args.peak else [])]
     if plugin != "ddp" or args.nproc_gpu:
         cmd += ["--mixed_precision", args.precision]
     if grad_ckpt:
@@ -174,7 +177,8 @@ def run_config(args, shape: str, plugin: str, grad_ckpt: bool, model_dir: Path, 
     tps = statistics.median(r["tokens_per_s"] for r in timed) / args.nproc
     tflops = statistics.median(r["tflops"] for r in timed) / args.nproc
     result.update(tokens_per_s_per_gpu=round(tps, 1), tflops_per_gpu=round(tflops, 2),
-                  mfu=round(tflops / args.ceiling, 4) if args.ceiling else None,
+                  mfu=round(tflops / args.peak, 4) if args.peak else None,
+                  of_ceiling=round(tflops / args.ceiling, 4) if args.ceiling else None,
                   peak_device_memory_gib=float(peak[-1]) if peak else None,
                   losses=[round(r["loss"], 5) for r in rows], timed_steps=len(timed))
     print(f"{name}: {tps:,.0f} tokens/s/GPU, {tflops:.1f} TFLOP/s/GPU, MFU "
@@ -234,7 +238,8 @@ def run_peer(args, shape: str, peer: str, out: Path) -> dict:
         "hidden_size"] * args.seq_len
     tflops = tps * flops_per_token / 1e12
     result.update(ok=True, tokens_per_s_per_gpu=tps, tflops_per_gpu=round(tflops, 2),
-                  mfu=round(tflops / args.ceiling, 4) if args.ceiling else None,
+                  mfu=round(tflops / args.peak, 4) if args.peak else None,
+                  of_ceiling=round(tflops / args.ceiling, 4) if args.ceiling else None,
                   peak_device_memory_gib=peer_result["peak_memory_gib"], losses=peer_result["losses"])
     print(f"{name}: {tps:,.0f} tokens/s/GPU, {tflops:.1f} TFLOP/s/GPU, peak {result['peak_device_memory_gib']} GiB",
           flush=True)
@@ -282,25 +287,27 @@ def compare_losses(results: list[dict]) -> None:
         r["speedup_vs"] = round(r["tokens_per_s_per_gpu"] / base["tokens_per_s_per_gpu"], 3)
 
 
-def markdown(results: list[dict], ceiling: float | None, device: str) -> str:
-    lines = [f"Device: {device}; bf16 matmul ceiling measured: "
+def markdown(results: list[dict], ceiling: float | None, device: str, peak: float | None = None) -> str:
+    lines = [f"Device: {device}; MFU against its published dense bf16 peak: "
+             f"{f'{peak:.1f} TFLOP/s' if peak else 'n/a'}; bf16 matmul ceiling measured here: "
              f"{f'{ceiling:.0f} TFLOP/s' if ceiling else 'n/a (no GPU)'}", "",
-             "| config | GPUs | seq | mb x acc | tokens/s/GPU | TFLOP/s/GPU | MFU | peak mem GiB "
-             "| vs strongest FSDP2 peer | vs first variant |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| config | GPUs | seq | mb x acc | tokens/s/GPU | TFLOP/s/GPU | MFU | of measured ceiling "
+             "| peak mem GiB | vs strongest FSDP2 peer | vs first variant |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         if not r["ok"]:
             lines.append(f"| {r['name']} | {r['nproc']} | {r['seq_len']} | {r['micro_batch_size']} x "
-                         f"{r['accumulation_steps']} | failed | | | | | |")
+                         f"{r['accumulation_steps']} | failed | | | | | | |")
             continue
         mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "n/a"
+        of_ceiling = f"{100 * r['of_ceiling']:.1f}%" if r.get("of_ceiling") is not None else "n/a"
         versus = (f"{r['speedup_vs']:.3f}x; loss diff max {r['max_abs_loss_diff']}, last 10 steps "
                   f"{r['max_abs_loss_diff_last10']}" if "loss_vs" in r else "")
         peer = f"{r['vs_strongest_peer']:.3f}x" if "vs_strongest_peer" in r else ""
         lines.append(f"| {r['name']} | {r['nproc']} | {r['seq_len']} "
                      f"| {r['micro_batch_size']} x {r['accumulation_steps']} "
                      f"| {r['tokens_per_s_per_gpu']:,.0f} | {r['tflops_per_gpu']:.1f} "
-                     f"| {mfu} | {r['peak_device_memory_gib']} | {peer} | {versus} |")
+                     f"| {mfu} | {of_ceiling} | {r['peak_device_memory_gib']} | {peer} | {versus} |")
     return "\n".join(lines) + "\n"
 
 
@@ -329,6 +336,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--peers", default="", help=f"Comma-separated FSDP2 peer loops to run first, at the same shape, "
                    f"sequence length, micro-batch and tokens per step ({', '.join(PEERS)}); every row then gets "
                    f"its ratio to the fastest peer.")
+    p.add_argument("--peak_tflops_per_device", type=float, default=None,
+                   help="The GPU's dense bf16 peak for MFU (default: the published figure for known GPUs)")
     p.add_argument("extra", nargs="*", help="Extra train.py arguments (all variants), after `--`.")
     return p.parse_args()
 
@@ -340,7 +349,10 @@ def main() -> int:
     cuda = torch.cuda.is_available()
     args.nproc = args.nproc or (torch.cuda.device_count() if cuda else 2)
     args.nproc_gpu = cuda
+    from colossal_llama2.training.metrics import device_peak_tflops
+
     args.ceiling = matmul_ceiling_tflops()
+    args.peak = device_peak_tflops(args.peak_tflops_per_device)
     device = torch.cuda.get_device_name() if cuda else "cpu"
     print(f"device {device} x{args.nproc}; bf16 matmul ceiling {args.ceiling and round(args.ceiling)} TFLOP/s")
     out = Path(args.out_dir)
@@ -349,9 +361,10 @@ def main() -> int:
     def write_results() -> str:  # after every configuration: a run cut short still leaves its table
         compare_losses([r for r in results if "peer" not in r])
         compare_with_peers(results)
-        (out / "results.json").write_text(json.dumps({"device": device, "ceiling_tflops": args.ceiling,
+        (out / "results.json").write_text(json.dumps({"device": device, "peak_tflops": args.peak,
+                                                      "ceiling_tflops": args.ceiling,
                                                       "results": results}, indent=2))
-        table = markdown(results, args.ceiling, f"{device} x{args.nproc}")
+        table = markdown(results, args.ceiling, f"{device} x{args.nproc}", args.peak)
         (out / "results.md").write_text(table)
         return table
 

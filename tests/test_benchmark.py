@@ -10,13 +10,17 @@ def test_benchmark_harness_runs_train_py_and_reports(tmp_path):
     out = tmp_path / "bench"
     proc = run_script([REPO_ROOT / "benchmarks" / "train_benchmark.py", "--shapes", "tiny", "--plugins", "ddp",
                        "--nproc", 2, "--seq_len", 128, "--steps", 6, "--warmup", 2, "--docs_per_sample", 3,
-                       "--out_dir", out, "--variant", "reference=--fused_loss off", "--variant", "fused=--fused_loss on"],
+                       "--out_dir", out, "--peak_tflops_per_device", "0.5", "--variant", "reference=--fused_loss off", "--variant", "fused=--fused_loss on"],
                       timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())["results"]
     r, fused = results
     assert r["ok"] and r["timed_steps"] == 4 and len(r["losses"]) == 6
     assert r["tokens_per_s_per_gpu"] > 0 and r["losses"][-1] < r["losses"][0]
+    # one MFU basis: the benchmark's and train.py's own logs both divide by the same peak
+    assert r["mfu"] == pytest.approx(r["tflops_per_gpu"] / 0.5, rel=0.01)
+    logged = [json.loads(line) for line in (out / r["name"] / "metrics.jsonl").read_text().splitlines()]
+    assert all(row["mfu"] == pytest.approx(row["tflops"] / (0.5 * 2), rel=1e-6) for row in logged if "mfu" in row)
     # the second variant is compared with the first: same training, so the same loss curve (fp32 on CPU)
     assert fused["ok"] and fused["loss_vs"] == r["name"] == "tiny-ddp-nockpt-reference"
     assert fused["max_abs_loss_diff"] < 1e-4, (r["losses"], fused["losses"])

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import torch
 
-# Dense bf16/fp16 tensor-core peaks (TFLOP/s) for MFU, matched by substring of the device name.
-PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "A800": 312.0, "H800": 989.0, "L40S": 362.0,
-               "A10G": 125.0, "V100": 125.0, "4090": 165.0}
+# Published dense bf16/fp16 tensor-core peaks (TFLOP/s, without sparsity) for MFU, matched by substring of the
+# device name; the one basis of train.py's logs and benchmarks/train_benchmark.py (--peak_tflops_per_device
+# overrides it, e.g. for the PCIe/NVL variants, which are slower than the SXM figures here).
+PEAK_TFLOPS = {"H200": 989.4, "H100": 989.4, "H800": 989.4, "A100": 312.0, "A800": 312.0, "L40S": 362.1,
+               "A10G": 125.0, "V100": 125.0, "4090": 165.2}
 
 
 def flops_per_token(num_params: int, num_layers: int, hidden_size: int, seq_len: int) -> float:
