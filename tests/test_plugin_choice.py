@@ -17,7 +17,7 @@ def shape(name: str) -> ModelShape:
     return ModelShape.of(SimpleNamespace(**SHAPES[name], tie_word_embeddings=False))
 
 
-# (shape, plugin, GPUs, micro-batch, measured peak GiB at seq 4096, no grad-ckpt; docs/benchmarks.md). The zero2
+# (shape, plugin, GPUs, micro-batch, measured peak GiB at seq 4096, no grad-ckpt). The zero2
 # rows at 7b_8l (40.77) and 7b are the library step's; 33.7 and the 7b_16l rows are the fused step's.
 MEASURED = [("7b_8l", "zero2", 1, 1, 40.77), ("7b", "zero2", 2, 1, 73.4), ("1b", "ddp", 1, 1, 23.7),
             ("7b_8l", "gemini", 1, 1, 35.93), ("7b_8l", "zero2", 1, 1, 33.7), ("7b_16l", "zero2", 1, 1, 58.86),

@@ -3,7 +3,7 @@
 torch.compile recompiles a function at most ``recompile_limit`` (8) times and then runs it eagerly. With
 transformers' KV cache on during training, each decoder layer's forward reads its own layer index, so each
 layer was a recompilation and layers 9 and deeper ran in eager mode (7b has 32): at 16 layers fp8 fell from
-1.15x to 0.71x of bf16 (docs/benchmarks.md). The compiler backend here counts the compiled graphs and their
+1.15x to 0.71x of bf16. The compiler backend here counts the compiled graphs and their
 calls; dynamo's tracing, guards and recompile limit are the same as with inductor, without a C++ build.
 """
 from __future__ import annotations

@@ -119,15 +119,15 @@ def _add_kernel_args(group) -> None:
            "shardformer model computes the loss.")
     a("--compile", action="store_true",
       help="Experimental: torch.compile each decoder layer, all layers sharing one graph (zero2, zero2_cpu, "
-           "ddp). Measured barely faster: no gain at the 1b shape on an H100, 1.01-1.02x at 16 of 7b's layers "
-           "on an H200 (docs/benchmarks.md). Use it with --fp8.")
+           "ddp). Measured barely faster: no gain at the 1b shape on an H100, +0.2-0.4% at 16 of 7b's layers "
+           "on an H200. Use it with --fp8.")
     a("--fp8", default="off", choices=FP8_CHOICES,
       help="Experimental: fp8 matmuls in the decoder layers' linear projections, torchao's float8 training with "
            "per-tensor or per-row dynamic scales (zero2, zero2_cpu; use with --compile; a GPU of compute "
-           "capability 8.9+; pip install -e .[gpu]). Needs --fp8_experimental: measured below the 1.2x bar "
-           "(tensorwise 1.15-1.17x at 7b's layer shapes on one H200; docs/benchmarks.md).")
+           "capability 8.9+; pip install -e .[gpu]). Needs --fp8_experimental until its loss parity over 200 steps is "
+           "shown (tensorwise measured 1.19x at micro-batch 1, 1.29x at 2, 16 of 7b's layers, one H200).")
     a("--fp8_experimental", action="store_true",
-      help="Run --fp8 although it is below the speed bar it would ship at (for measurements).")
+      help="Run --fp8 although it has not yet met the bar it ships at (speed and loss parity; for measurements).")
 
 
 def _add_diagnostic_args(group) -> None:
@@ -139,7 +139,7 @@ def _add_diagnostic_args(group) -> None:
     a("--gc_interval", type=int, default=0,
       help="Run Python's garbage collector every N optimizer steps instead of at arbitrary moments inside a step; "
            "0 (default) keeps Python's automatic collection. On one H100 it made no measurable difference; with "
-           "many ranks a collection pause on one rank stalls all of them (docs/benchmarks.md).")
+           "many ranks a collection pause on one rank stalls all of them.")
     a("--random_init", action="store_true",
       help="Initialise weights randomly from --pretrained's config.json instead of loading them (benchmarks).")
     a("--no_save", action="store_true", help="Write no checkpoint at all, not even at the end (benchmarks).")

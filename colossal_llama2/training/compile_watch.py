@@ -2,7 +2,7 @@
 
 dynamo recompiles one function at most ``recompile_limit`` times (8) and then runs it eagerly, with nothing
 but a warning buried in the worker logs. The numbers stay the same but the speed drops: with the KV cache on,
-every decoder layer past the 8th ran eagerly, and fp8's casts fell from 1.15x to 0.71x (docs/benchmarks.md).
+every decoder layer past the 8th ran eagerly, and fp8's casts fell from 1.15x to 0.71x.
 This checks dynamo's counters after each step and logs once, with the step, if that has happened.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The ddp plugin (torch DDP + bf16 autocast, fp32 weights) without the work autocast and DDP do for nothing.
 
-Profiled on one H100 (1b shape, docs/benchmarks.md), a ddp step spent 13 ms of ~109 ms in dtype copies and
+Profiled on one H100 (1b shape), a ddp step spent 13 ms of ~109 ms in dtype copies and
 3 ms in DDP dividing every gradient by the world size:
 
 * Under autocast the embedding returns fp32, so the residual stream, every RMSNorm and every residual add

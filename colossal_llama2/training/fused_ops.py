@@ -1,6 +1,6 @@
 """Fused versions of the memory-bound parts of a LLaMA training step.
 
-Measured on one H100 (benchmarks/kernel_benchmark.py, docs/benchmarks.md), forward + backward at the 1b
+Measured on one H100 (benchmarks/kernel_benchmark.py), forward + backward at the 1b
 shapes: transformers' RMSNorm (an fp32 round trip in eight kernels) takes 0.63 ms per call, torch's native
 ``F.rms_norm`` 0.11 ms; the loss over fp32 copies of the ``[4096, 69104]`` logits 4.9 ms, the fused loss below
 1.6 ms. The training step is also host-bound (the GPU idles while Python issues kernels), so what counts is
@@ -10,7 +10,7 @@ made the step slower (0.84x) - those stay eager.
 
 * ``--fused_ops``: every LlamaRMSNorm runs as ``F.rms_norm`` (one kernel each way). It rounds to bf16 once,
   where transformers rounds twice (normalised value, then the product with the weight): outputs differ by
-  at most one bf16 ulp, and the loss curve matches (docs/benchmarks.md).
+  at most one bf16 ulp, and the loss curve matches.
 * ``--fused_loss``: ``fused_cross_entropy`` never materialises fp32 logits. Per block of rows it computes the
   summed token loss and the gradient (softmax - one-hot) in one pass over the half-precision logits (one
   compiled kernel on CUDA: a single call per step, so its host cost does not matter), keeps that gradient

@@ -1,6 +1,6 @@
 """``--plugin auto``: the fastest plugin whose estimated peak GPU memory fits the GPUs at hand.
 
-Speed order, from the measurements in docs/benchmarks.md: ddp (1b on one H100: 47.0k tokens/s against
+Speed order, from measurements with benchmarks/train_benchmark.py: ddp (1b on one H100: 47.0k tokens/s against
 zero2's 37.3k before zero2's faster step) > zero2 (7b on two H200: 1.4x gemini) > gemini > zero2_cpu >
 gemini_auto. 3d is never picked: it needs a ``--tp`` choice and is the slowest at tp 1.
 

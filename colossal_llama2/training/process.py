@@ -11,7 +11,7 @@ import torch.distributed as dist
 class GarbageCollection:
     """Python's garbage collector on a schedule instead of whenever allocations cross a threshold.
 
-    The training step is host-bound (docs/benchmarks.md): an automatic full collection in the middle of a
+    The training step is host-bound: an automatic full collection in the middle of a
     step (tens of ms with transformers, colossalai and datasets loaded) stalls the GPU. With ``interval`` > 0
     what exists at the start is frozen out of future collections and a young-generation collection runs
     every ``interval`` optimizer steps, at a step boundary. 0 keeps Python's default behaviour.

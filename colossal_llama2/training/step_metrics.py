@@ -3,7 +3,7 @@
 Reading a CUDA value on the host (``.item()``, ``float(tensor)``) waits for *every* kernel queued before it,
 so a loop that reads the loss at the end of each step drains the GPU's queue once per step: the next step's
 first kernels are issued to an idle GPU, and the forward pass (many small kernels issued from Python) then
-runs at the host's pace. Profiled on one H100 (docs/benchmarks.md), the GPU was busy 88 ms of a 105 ms ddp step.
+runs at the host's pace. Profiled on one H100, the GPU was busy 88 ms of a 105 ms ddp step.
 
 ``DeviceScalars`` instead copies a step's scalars to pinned host memory asynchronously and records an event;
 the loop reads them one step later, after it has queued the next step, when the GPU is long past them.

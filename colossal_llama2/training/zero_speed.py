@@ -1,6 +1,6 @@
 """zero2's optimizer step without the passes over gradients and weights that do nothing useful.
 
-Profiled on one H200 (7b's layers, 8 deep, docs/benchmarks.md), colossalai 0.5.0's LowLevelZeroOptimizer
+Profiled on one H200 (7b's layers, 8 deep), colossalai 0.5.0's LowLevelZeroOptimizer
 spends a large share of a step outside Adam itself:
 
 * ``_compute_grad_norm`` copies every gradient to fp64 (``grad.double().norm()``), one kernel pair per
@@ -25,7 +25,7 @@ casts every master shard into its slot of the weights with one ``torch._foreach_
 weight in place. On several ranks it does that chunk by chunk (``update_and_publish``), so that the gathers of
 one chunk run while the next chunk's Adam pass does, instead of after the whole update as in the library.
 Profiled on one H200 (16 of 7b's layers), the optimizer phase was 61 ms of a 237 ms step; the fused step made
-the whole step 1.20x faster and peak memory 14.2 GiB lower there (docs/benchmarks.md).
+the whole step 1.20x faster and peak memory 14.2 GiB lower there.
 tests/scripts/zero_step_equivalence.py compares it with the library's step on the same gradients.
 """
 from __future__ import annotations
