@@ -104,7 +104,8 @@ def _add_kernel_args(group) -> None:
            "importable, else cudnn on GPUs of compute capability 9.0+, varlen on other GPUs, and SDPA with a "
            "block mask on CPU.")
     a("--use_flash_attn", action="store_true",
-      help="Use flash-attn 2 when importable (with CUDA), else torch SDPA; the choice is logged at start.")
+      help="Use flash-attn 2 when importable (with CUDA); otherwise the same as without it (--attention auto: "
+           "cudnn on compute capability 9.0+, varlen on other GPUs, SDPA on CPU and with 3d). Logged at start.")
     a("--fused_ops", default="auto", choices=("auto", "on", "liger", "off"),
       help="on: LLaMA's RMSNorm as torch's fused F.rms_norm (one kernel instead of eight; outputs within one bf16 "
            "ulp); with ddp's bf16 autocast, also keep activations in bf16 (weights stay fp32). liger: "
