@@ -27,8 +27,10 @@ def test_every_train_flag_is_documented_and_every_documented_one_exists():
     assert flags - documented == set(), "train.py flags missing from docs/training.md"
     from colossal_llama2.model.init_model import build_parser as model_parser
 
+    from colossal_llama2.plan import build_parser as plan_parser
+
     known = flags | parser_flags(_prepare_parser("pretrain")) | parser_flags(_prepare_parser("sft")) | parser_flags(
-        model_parser())
+        model_parser()) | parser_flags(plan_parser())
     assert documented - known - OTHER_TOOLS_FLAGS == set(), "docs/training.md names flags no command has"
 
 
@@ -53,8 +55,15 @@ def test_readme_commands_use_only_existing_flags():
     from colossal_llama2.training.args import build_parser
 
     known = (parser_flags(build_parser()) | parser_flags(_prepare_parser("pretrain")) | parser_flags(_prepare_parser("sft"))
-             | parser_flags(tokenizer_parser()) | parser_flags(model_parser()) | _inference_flags() | OTHER_TOOLS_FLAGS)
+             | parser_flags(tokenizer_parser()) | parser_flags(model_parser()) | _inference_flags() | OTHER_TOOLS_FLAGS
+             | parser_flags(_plan_parser()))
     assert doc_flags("README.md") - known == set()
+
+
+def _plan_parser():
+    from colossal_llama2.plan import build_parser
+
+    return build_parser()
 
 
 def _prepare_parser(kind: str):

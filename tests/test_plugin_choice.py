@@ -14,20 +14,24 @@ GIB = 2**30
 
 
 def shape(name: str) -> ModelShape:
-    return ModelShape.of(SimpleNamespace(**SHAPES[name], tie_word_embeddings=False))
+    spec = {"model_type": "llama", **SHAPES[name]}
+    return ModelShape.of(SimpleNamespace(**spec, tie_word_embeddings=False))
 
 
-# (shape, plugin, GPUs, micro-batch, measured peak GiB at seq 4096, no grad-ckpt). The zero2
-# rows at 7b_8l (40.77) and 7b are the library step's; 33.7 and the 7b_16l rows are the fused step's.
-MEASURED = [("7b_8l", "zero2", 1, 1, 40.77), ("7b", "zero2", 2, 1, 73.4), ("1b", "ddp", 1, 1, 23.7),
-            ("7b_8l", "gemini", 1, 1, 35.93), ("7b_8l", "zero2", 1, 1, 33.7), ("7b_16l", "zero2", 1, 1, 58.86),
-            ("7b_16l", "zero2", 1, 2, 69.04)]
+# (shape, plugin, GPUs, micro-batch, gradient checkpointing, measured peak GiB at seq 4096) with train.py's
+# defaults; the 2-GPU 7b row is from colossalai's own zero2 step (the fused step allocates less, not more).
+MEASURED = [("7b", "zero2", 1, 1, False, 109.1), ("7b_16l", "zero2", 1, 1, False, 58.86),
+            ("7b_16l", "zero2", 1, 2, False, 69.04), ("7b_8l", "zero2", 1, 1, False, 33.7),
+            ("llama3_8b", "zero2", 1, 1, True, 120.70), ("qwen2_7b", "zero2", 1, 1, True, 115.03),
+            ("7b", "zero2", 2, 1, False, 73.4), ("1b", "ddp", 1, 1, False, 23.7),
+            ("7b_8l", "gemini", 1, 1, False, 35.93), ("7b_16l", "gemini", 1, 1, False, 62.8)]
 
 
-@pytest.mark.parametrize("name, plugin, gpus, micro_batch, peak_gib", MEASURED)
-def test_estimates_cover_the_measured_peaks_without_wasting_much(name, plugin, gpus, micro_batch, peak_gib):
-    estimate = estimate_peak_bytes(plugin, shape(name), gpus=gpus, tokens_per_micro_batch=4096 * micro_batch)
-    assert 0.95 <= estimate / (peak_gib * GIB) <= 1.25, estimate / GIB
+@pytest.mark.parametrize("name, plugin, gpus, micro_batch, ckpt, peak_gib", MEASURED)
+def test_estimates_are_within_ten_percent_of_the_measured_peaks(name, plugin, gpus, micro_batch, ckpt, peak_gib):
+    estimate = estimate_peak_bytes(plugin, shape(name), gpus=gpus, tokens_per_micro_batch=4096 * micro_batch,
+                                   grad_checkpoint=ckpt)
+    assert 0.95 <= estimate / (peak_gib * GIB) <= 1.10, estimate / (peak_gib * GIB)
 
 
 def test_shape_counts_parameters_like_the_model():
@@ -36,20 +40,56 @@ def test_shape_counts_parameters_like_the_model():
     assert shape("1b").params - tied.params == SHAPES["1b"]["vocab_size"] * SHAPES["1b"]["hidden_size"]
 
 
+H200 = 143_771 * 2**20  # what torch reports for one H200 (139.7 GiB)
+H100 = 81_559 * 2**20
+
+
+def pick(name, gpus, memory, **kwargs):
+    return choose_plugin(shape(name), cuda=True, gpus=gpus, device_bytes=memory, tokens_per_micro_batch=4096,
+                         **kwargs)
+
+
 def test_choice_is_the_fastest_that_fits():
-    h200, h100 = 143.7e9, 85.0e9
-    pick = lambda name, gpus, mem, **kw: choose_plugin(shape(name), cuda=True, gpus=gpus, device_bytes=mem,  # noqa
-                                                      tokens_per_micro_batch=4096, **kw)[0]
-    assert pick("1b", 1, h100) == "ddp"
-    assert pick("7b", 2, h200) == "zero2"          # ddp would need 137 GB
-    assert pick("7b", 2, h100) == "zero2_cpu"      # zero2 88 GB and gemini 81 GB exceed 90% of 85 GB
-    assert pick("7b", 8, h100) == "zero2"
-    assert pick("13b", 2, h200) == "zero2_cpu"
-    assert pick("13b", 2, h200, grad_checkpoint=True) == "zero2"  # 127 GB: activations ~10x smaller
+    assert pick("1b", 1, H100)[0] == "zero2"         # ddp only on CPU
+    assert pick("7b", 2, H200)[0] == "zero2"
+    assert pick("7b", 8, H100)[0] == "zero2"
+    plugin, why = pick("13b", 2, H200)                 # 140 GB by the estimate: zero2 within its margin, not offload
+    assert plugin == "zero2" and "margin" in why
+    assert pick("13b", 2, H100)[0] == "zero2_cpu"      # far over: offload
+    assert pick("7b_16l", 1, H200)[0] == "zero2"
     plugin, why = choose_plugin(shape("7b"), cuda=False, gpus=2, device_bytes=0, tokens_per_micro_batch=4096)
     assert plugin == "ddp" and "CPU" in why
     plugin, why = choose_plugin(shape("7b"), cuda=True, gpus=1, device_bytes=16e9, tokens_per_micro_batch=4096)
     assert plugin == "gemini_auto" and "nothing fits" in why
+
+
+def test_a_7b_model_on_one_h200_gets_zero2_not_an_offload_plugin():
+    """Measured: zero2 runs 7b on one H200 at 109.1 GiB and 10,866 tokens/s; zero2_cpu, which the old estimate
+    (17% high) chose, ran at 158. Near the limit the in-GPU plugin wins, with the flags to try if it runs out."""
+    plugin, why = pick("7b", 1, H200)
+    assert plugin == "zero2", why
+    assert pick("llama3_8b", 1, H200, grad_checkpoint=True)[0] == "zero2"
+    edge, why = pick("7b", 1, 128e9)  # estimate 122 GB: within 10% of 128 GB, above 92% of it
+    assert edge == "zero2" and "margin" in why and "--use_grad_checkpoint" in why
+
+
+def test_planner_prints_every_plugin_and_the_choice_last(tmp_path):
+    from benchmarks.train_benchmark import model_config
+    from tests.helpers.distributed import run_script
+
+    model_config("qwen2_7b", 4096).save_pretrained(tmp_path / "qwen2_7b")
+    proc = run_script(["-m", "colossal_llama2.plan", "--pretrained", tmp_path / "qwen2_7b", "--gpus", 1,
+                       "--gpu_memory_gib", 139.7, "--grad_ckpt"])
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0].startswith("model: 7.62 B parameters, 28 layers")
+    rows = {line.split()[0]: line.split() for line in lines[2:7]}
+    assert set(rows) == {"ddp", "zero2", "gemini", "zero2_cpu", "gemini_auto"}
+    zero2 = float(rows["zero2"][1])
+    assert 0.95 <= zero2 / (115.03 * GIB / 1e9) <= 1.10  # the measured peak at this shape
+    assert lines[-1].startswith("--plugin auto would pick: zero2")
+    bad = run_script(["-m", "colossal_llama2.plan", "--pretrained", tmp_path / "nope", "--gpu_memory_gib", 80])
+    assert bad.returncode == 2 and "--pretrained" in bad.stderr
 
 
 def test_train_py_resolves_auto_and_logs_why(tmp_path, tiny_model_dir, tiny_tokenizer_dir):

@@ -34,6 +34,7 @@ from .compile_watch import CompileWatch
 from .ddp_speed import register_sum_gradients
 from .evaluation import evaluate
 from .metrics import MetricsWriter, device_peak_tflops, flops_per_token, peak_memory
+from .plugin_choice import oom_hint
 from .fp8 import FP8_TOKEN_MULTIPLE
 from .model_setup import DTYPES, apply_patches_after_boost, build_model, plan_model_patches
 from .optim import StepPlan, make_optimizer, make_scheduler
@@ -215,6 +216,11 @@ class Trainer:
         except NonFiniteLoss as err:  # every rank sees the same all-reduced loss, so all stop here together
             logger.error("%s", err)
             return 3
+        except torch.cuda.OutOfMemoryError:
+            logger.error("out of GPU memory at step %d with --plugin %s: %s", self.progress.global_step + 1,
+                         self.args.plugin, oom_hint(self.args.plugin, self.args.use_grad_checkpoint,
+                                                    self.args.micro_batch_size))
+            raise
         finally:
             self.reporter.close()
             self.stopper.restore()
