@@ -42,11 +42,15 @@ def tokenizer_kind(path: str | Path, flag: str) -> str:
     why = describe_unsupported(data)
     if why:
         raise UserInputError(f"{path / FAST_FILE}: {why}", where=flag)
-    missing = [name for name in BYTE_LEVEL_REQUIRED if not (path / name).is_file()]
-    if missing:
-        raise UserInputError(f"{path} lacks {', '.join(missing)} (a byte-level BPE tokenizer dir has "
-                             f"{', '.join(BYTE_LEVEL_REQUIRED)})", where=flag)
+    _require_files(path, BYTE_LEVEL_REQUIRED, "a byte-level BPE", flag)
     return BYTE_LEVEL_BPE
+
+
+def _require_files(path: Path, names: tuple[str, ...], kind: str, flag: str) -> None:
+    missing = [name for name in names if not (path / name).is_file()]
+    if missing:
+        raise UserInputError(f"{path} lacks {', '.join(missing)} ({kind} tokenizer dir has {', '.join(names)})",
+                             where=flag)
 
 
 def read_byte_level_files(path: Path) -> dict[str, bytes]:
@@ -59,10 +63,7 @@ def check_tokenizer_dir(path: str | Path, flag: str) -> Path:
     path = Path(path)
     if not path.is_dir():
         raise UserInputError(f"{path} is not a directory", where=flag)
-    missing = [name for name in REQUIRED_FILES if not (path / name).is_file()]
-    if missing:
-        raise UserInputError(f"{path} lacks {', '.join(missing)} (a LLaMA-style tokenizer dir has "
-                             f"{', '.join(REQUIRED_FILES)})", where=flag)
+    _require_files(path, REQUIRED_FILES, "a LLaMA-style", flag)
     return path
 
 

@@ -1,6 +1,6 @@
 """--profile_steps FIRST:LAST: where a training step's time goes, as a torch.profiler table.
 
-Rank 0 writes ``profile.txt`` (operators sorted by total device time, or CPU time without CUDA) and a
+Rank 0 writes ``profile.txt`` (operators sorted by total GPU time, or CPU time without CUDA) and a
 Chrome trace ``profile_trace.json`` to the tensorboard directory. On CUDA the header also says how long the
 GPU sat idle and what the host was doing meanwhile: the training loop marks its phases (``phase`` below:
 batches, forward, backward, optimizer, report), and each idle stretch is charged to the phase it fell in.
