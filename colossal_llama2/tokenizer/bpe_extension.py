@@ -65,7 +65,8 @@ class _Planner:
             added += self.table.add_merge(left, right)
         return added
 
-    def add_piece(self, piece: str, words: list[str]) -> None:
+    def add_piece(self, words: list[str]) -> None:
+        """One listed piece, given as its pre-tokenized words (it must be one)."""
         skipped = self.report.skipped
         if len(words) != 1:
             skipped["spans several pre-tokenized words (BPE never merges across them)"] += 1
@@ -116,8 +117,8 @@ class _Planner:
 
 def _plan(base: ByteLevelBPE, base_model, request: _Request, excluded: set[str]) -> _Planner:
     planner = _Planner(base, base_model, request, excluded)
-    for piece, words in request.pieces:
-        planner.add_piece(piece, words)
+    for _, words in request.pieces:
+        planner.add_piece(words)
     if request.learned:
         planner.add_learned()
     return planner
