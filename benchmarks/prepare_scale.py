@@ -6,7 +6,7 @@ Generates a Chinese-like pretraining corpus of each size (tests/helpers/syntheti
 per 50 MB, 3 categories), runs ``prepare_pretrain_dataset.py`` on it (``--max_length 4096
 --num_spliced_dataset_bins 4``, everything else default) as a user would, and samples the resident memory
 of the launched process and all its workers every 20 ms. ``--repo`` runs another checkout's script
-(to compare with an older version in the same session).
+(to compare with an older version on the same machine).
 """
 from __future__ import annotations
 
