@@ -292,3 +292,23 @@ def test_evaluation_counts_each_sample_once_when_ranks_cannot_split_them_evenly(
     proc = run_distributed(REPO_ROOT / "tests" / "scripts" / "uneven_eval.py", nproc=2, timeout=120)
     values = json.loads(proc.stdout.split("EVAL ")[1].splitlines()[0])
     assert values == pytest.approx({"eval/loss": 3.0, "eval/loss/a": 3.0, "eval/loss/b": 3.0}, abs=1e-12)
+
+
+def test_resume_on_another_number_of_ranks_keeps_the_schedule_and_the_global_position(neft_run, tmp_path):
+    """A checkpoint of 2 ranks x micro-batch 2 resumed on 1 rank x micro-batch 4 (the same global batch): the
+    schedule goes on exactly, the data position carries over globally (4 steps x 2 ranks x 2 = 16 samples), and a
+    warning says the order differs."""
+    out, args, _ = neft_run
+    args = list(args)
+    args[args.index("--save_dir") + 1] = str(tmp_path / "ckpt")
+    args[args.index("--tensorboard_dir") + 1] = str(tmp_path / "tb")
+    args[args.index("--micro_batch_size") + 1] = "4"
+    args += ["--load_checkpoint", str(out / "ckpt" / "epoch-0_step-4")]
+    proc = run_distributed(TRAIN, args, nproc=1, timeout=240)
+    assert "sampler restored with a different world size" in proc.stdout
+    full, _ = read_metrics(out / "tb")
+    again, _ = read_metrics(tmp_path / "tb")
+    assert sorted(again) == [5, 6] and all(again[s]["lr"] == full[s]["lr"] for s in (5, 6))
+    states = json.loads((tmp_path / "ckpt" / "epoch-0_step-6" / "running_states.json").read_text())
+    assert states["sampler"]["num_replicas"] == 1 and states["sampler"]["consumed"] == 16 + 2 * 4
+    assert len(states["rng_states"]) == 1
