@@ -136,15 +136,19 @@ def _cli(tmp: Path, tokenizer_dir, in_dir, name: str) -> list[str]:
             "--num_proc", "1", "--seed", "5", "--unit_size_mb", str(UNIT_MB), "--category_weights", WEIGHTS]
 
 
-def _kill_when(cmd: list[str], ready, timeout: float = 120) -> None:
-    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def _kill_when(cmd: list[str], ready, env: dict[str, str], timeout: float = 120) -> None:
+    """Run ``cmd`` (tests/scripts/prepare_paused.py: it pauses where ``ready`` becomes true) and kill it there."""
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env={**child_env(), **env}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + timeout
-    while not ready():
-        assert proc.poll() is None, "the run finished before it could be killed"
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    try:
+        while not ready():
+            assert proc.poll() is None, "the run ended before its pause"
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
 
 
 @pytest.mark.slow
@@ -154,9 +158,13 @@ def test_kill_and_resume_gives_the_uninterrupted_output(tmp_path, tiny_tokenizer
     cache = tmp_path / "run" / ".arrow.cache"
     if stage == "units":
         ready = lambda: len(list((cache / "units").glob("unit-*"))) >= 5  # noqa: E731
+        env = {"PAUSE_AFTER_UNITS": "5"}
     else:
         ready = lambda: len(list((cache / "parts").glob("*.result.json"))) >= 1  # noqa: E731
-    _kill_when(_cli(tmp_path, tiny_tokenizer_dir, corpus, "run"), ready)
+        env = {"PAUSE_AFTER_FIRST_PART": "1"}
+    paused = _cli(tmp_path, tiny_tokenizer_dir, corpus, "run")
+    paused[1] = str(REPO_ROOT / "tests" / "scripts" / "prepare_paused.py")
+    _kill_when(paused, ready, env)
     assert not (tmp_path / "run" / "arrow").exists()  # nothing half-written in the output
     done_before = len(list((cache / "units").glob("unit-*")))
     proc = subprocess.run(_cli(tmp_path, tiny_tokenizer_dir, corpus, "run"), cwd=REPO_ROOT, env=child_env(),
