@@ -124,7 +124,7 @@ def _plan(base: ByteLevelBPE, base_model, request: _Request, excluded: set[str])
     return planner
 
 
-def _read_request(base: ByteLevelBPE, splitter: WordSplitter, expand_tokens_file: str | None,
+def _read_request(base: ByteLevelBPE, base_model, splitter: WordSplitter, expand_tokens_file: str | None,
                   train_corpus: str | None, num_new_pieces: int | None, vocab_size: int | None,
                   keep_ascii_merges: bool) -> _Request:
     pieces = [(raw, splitter.words(raw)) for raw, _ in read_piece_file(expand_tokens_file)] if expand_tokens_file else []
@@ -140,7 +140,7 @@ def _read_request(base: ByteLevelBPE, splitter: WordSplitter, expand_tokens_file
         request.held_out = texts[HELD_OUT_EVERY - 1::HELD_OUT_EVERY]
         texts = [t for i, t in enumerate(texts) if (i + 1) % HELD_OUT_EVERY]
     # Learn on top of the listed pieces' merges, so the corpus continues from the segmentation users get.
-    with_pieces = _plan(base, base.bpe_model(), request, set()).table
+    with_pieces = _plan(base, base_model, request, set()).table
     wanted = num_new_pieces if num_new_pieces is not None else budget - len(with_pieces.appended)
     if wanted > 0:
         counts = splitter.count(texts)
@@ -170,9 +170,9 @@ def extend_byte_level(source_dir: Path, target_dir: Path, *, expand_tokens_file:
         raise UserInputError(f"must exceed the source vocabulary ({base.size} tokens)", where="--vocab_size")
     base_tokenizer = base.to_tokenizer()
     splitter = WordSplitter(base_tokenizer)
-    request = _read_request(base, splitter, expand_tokens_file, train_corpus, num_new_pieces, vocab_size,
-                            keep_ascii_merges)
     base_model = base.bpe_model()
+    request = _read_request(base, base_model, splitter, expand_tokens_file, train_corpus, num_new_pieces,
+                            vocab_size, keep_ascii_merges)
     excluded: set[str] = set()
     for _ in range(10):
         planner = _plan(base, base_model, request, excluded)

@@ -15,6 +15,7 @@ Two sources of merges, as for sentencepiece:
 """
 from __future__ import annotations
 
+import functools
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -146,22 +147,12 @@ def bytes_of(token: str) -> bytes:
     return bytes(_byte_decoder()[c] for c in token) if token else b""
 
 
-_BYTE_DECODER: dict[str, int] = {}
-
-
+@functools.lru_cache(maxsize=None)
 def _byte_decoder() -> dict[str, int]:
-    """GPT-2's byte <-> printable character table (the ByteLevel alphabet), reversed."""
-    if not _BYTE_DECODER:
-        printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
-            list(range(ord("®"), ord("ÿ") + 1))
-        chars, n = list(printable), 0
-        for b in range(256):
-            if b not in printable:
-                printable.append(b)
-                chars.append(256 + n)
-                n += 1
-        _BYTE_DECODER.update({chr(c): b for b, c in zip(printable, chars)})
-    return _BYTE_DECODER
+    """The ByteLevel alphabet (GPT-2's byte <-> printable character table), reversed."""
+    from transformers.models.gpt2.tokenization_gpt2 import bytes_to_unicode
+
+    return {char: byte for byte, char in bytes_to_unicode().items()}
 
 
 def is_whole_text(token: str) -> bool:
