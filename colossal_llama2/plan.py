@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 from typing import Sequence
 
+from colossal_llama2.training.optim import OPTIMIZERS
 from colossal_llama2.training.plugin_choice import ModelShape, plan_table
 from colossal_llama2.utils.errors import UserInputError, run_cli
 
@@ -26,6 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--micro_batch_size", type=int, default=1, help="samples per GPU per forward")
     p.add_argument("--max_length", type=int, default=4096, help="tokens per sample")
     p.add_argument("--grad_ckpt", action="store_true", help="with --use_grad_checkpoint")
+    p.add_argument("--optimizer", default="adamw", choices=OPTIMIZERS,
+                   help="train.py --optimizer: how AdamW keeps its states (the choice is made for this one)")
     return p
 
 
@@ -54,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     shape = ModelShape.of(AutoConfig.from_pretrained(str(args.pretrained)))
     print("\n".join(plan_table(shape, gpus=args.gpus, device_bytes=_device_bytes(args.gpu_memory_gib),
                                tokens_per_micro_batch=args.micro_batch_size * args.max_length,
-                               grad_checkpoint=args.grad_ckpt)))
+                               grad_checkpoint=args.grad_ckpt, optimizer=args.optimizer)))
     return 0
 
 

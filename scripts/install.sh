@@ -53,6 +53,8 @@ echo "[install] project, its dependencies and colossalai's runtime imports"
 pip_install -c "$constraints" -e ".[colossalai-runtime,dev]"
 echo "[install] $COLOSSALAI_SPEC and galore-torch without their pins"
 pip_install -c "$constraints" --no-deps "$COLOSSALAI_SPEC" galore-torch
+echo "[install] torchao (the low-memory optimizers; fp8 on GPUs) without its pins"
+pip_install -c "$constraints" --no-deps "torchao==0.18.0"
 
 "$py" - <<'PY'
 import torch, colossalai, transformers, datasets, colossal_llama2

@@ -83,11 +83,20 @@ def test_planner_prints_every_plugin_and_the_choice_last(tmp_path):
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
     assert lines[0].startswith("model: 7.62 B parameters, 28 layers")
-    rows = {line.split()[0]: line.split() for line in lines[2:7]}
-    assert set(rows) == {"ddp", "zero2", "gemini", "zero2_cpu", "gemini_auto"}
-    zero2 = float(rows["zero2"][1])
+    rows = {tuple(line.split()[:2]): float(line.split()[2]) for line in lines[2:9]}
+    assert set(rows) == {("ddp", "adamw"), ("zero2", "adamw"), ("gemini", "adamw"), ("zero2_cpu", "adamw"),
+                         ("gemini_auto", "adamw"), ("zero2", "adamw_bf16"), ("zero2", "adamw8bit")}
+    zero2 = rows["zero2", "adamw"]
     assert 0.95 <= zero2 / (115.03 * GIB / 1e9) <= 1.10  # the measured peak at this shape
+    # bf16 states: 8 bytes per parameter fewer than fp32 master weights and states; 8-bit: 2 more fewer
+    assert zero2 - rows["zero2", "adamw_bf16"] == pytest.approx(8 * 7.62, abs=0.2)
+    assert rows["zero2", "adamw_bf16"] - rows["zero2", "adamw8bit"] == pytest.approx(2 * 7.62, abs=0.2)
+    assert "--fp8 tensorwise" in lines[9]
     assert lines[-1].startswith("--plugin auto would pick: zero2")
+    low = run_script(["-m", "colossal_llama2.plan", "--pretrained", tmp_path / "qwen2_7b", "--gpu_memory_gib", 64,
+                      "--grad_ckpt", "--optimizer", "adamw8bit"])
+    assert low.returncode == 0 and low.stdout.strip().splitlines()[-1].startswith(
+        "--plugin auto would pick: zero2 (--optimizer adamw8bit"), low.stdout
     bad = run_script(["-m", "colossal_llama2.plan", "--pretrained", tmp_path / "nope", "--gpu_memory_gib", 80])
     assert bad.returncode == 2 and "--pretrained" in bad.stderr
 

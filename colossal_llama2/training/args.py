@@ -5,6 +5,7 @@ import argparse
 from typing import Sequence
 
 from .fp8 import FP8_CHOICES
+from .optim import OPTIMIZERS
 
 PLUGINS = ("gemini", "gemini_auto", "zero2", "zero2_cpu", "3d", "ddp", "auto")
 
@@ -58,7 +59,14 @@ def _add_optimization_args(group) -> None:
     a("--gradient_clipping", "--grad_clip", dest="gradient_clipping", type=float, default=1.0,
       help="Clip the global gradient norm to this value (0 disables).")
     a("--mixed_precision", default=None, choices=("fp16", "bf16"),
-      help="Mixed precision on GPU (default fp16). The ddp plugin on CPU always trains in fp32.")
+      help="Mixed precision on GPU (default bf16 where the GPU supports it, i.e. compute capability 8.0+, else "
+           "fp16; logged at start). The ddp plugin on CPU always trains in fp32.")
+    a("--optimizer", default="adamw", choices=OPTIMIZERS,
+      help="How AdamW keeps its states. adamw: fp32 master weights and fp32 states (12 bytes per parameter, "
+           "sharded by zero2). adamw_bf16: bf16 weights updated with stochastic rounding, bf16 states (4 bytes). "
+           "adamw8bit: the same with 8-bit block-quantised states (2 bytes). The low-memory kinds are torchao's "
+           "(pip install -e .[gpu]) and run with --plugin zero2 (bf16) or ddp; their checkpoints resume on the "
+           "same number of ranks.")
     a("--freeze_non_embeds_params", action="store_true",
       help="Train only embed_tokens and lm_head (after vocabulary extension).")
     a("--use_neft", action="store_true", help="NEFTune: noise on input embeddings during training.")
@@ -67,10 +75,11 @@ def _add_optimization_args(group) -> None:
 
 def _add_parallel_args(group) -> None:
     a = group.add_argument
-    a("--plugin", default="gemini", choices=PLUGINS,
+    a("--plugin", default="auto", choices=PLUGINS,
       help="Booster plugin. gemini/gemini_auto/zero2/zero2_cpu/3d need CUDA; ddp (TorchDDPPlugin) also runs on CPU. "
-           "auto: the fastest of ddp, zero2, gemini, zero2_cpu, gemini_auto whose estimated peak memory fits the "
-           "GPUs (training/plugin_choice.py; the choice and the estimate are logged at start).")
+           "auto (default): the fastest of zero2, gemini, zero2_cpu, gemini_auto whose estimated peak memory fits "
+           "the GPUs, ddp on CPU (training/plugin_choice.py; `python -m colossal_llama2.plan` prints the same "
+           "estimates; the choice and its reason are logged at start).")
     a("--tp", type=int, default=1, help="Tensor parallel size for the 3d plugin.")
     a("--zero", type=int, default=1, choices=(0, 1, 2), help="ZeRO stage for the 3d plugin.")
     a("--use_grad_checkpoint", action="store_true", help="Gradient checkpointing: less memory, more compute.")

@@ -27,6 +27,7 @@ import torch.distributed as dist
 
 from ..utils.errors import UserInputError
 from ..utils.logging import get_logger
+from .optimizer_states import has_rank_states, load_rank_states, save_rank_states, torchao_optimizer
 from .tied_weights import check_still_tied, saving_tied_once, tied_names
 
 logger = get_logger(__name__)
@@ -109,7 +110,12 @@ def save_checkpoint(booster, model, optimizer, lr_scheduler, *, save_dir: str | 
     _barrier()
     with saving_tied_once(tied_names(model.unwrap()), tmp / "modeling", is_writer=_rank() == 0):
         booster.save_model(model, str(tmp / "modeling"), shard=True, use_safetensors=True)
-    if _is_ddp(booster):
+    if torchao_optimizer(optimizer) is not None:
+        if _rank() == 0:
+            (tmp / "optimizer").mkdir()
+        _barrier()
+        save_rank_states(optimizer, tmp / "optimizer")
+    elif _is_ddp(booster):
         # DDP optimizer states are replicated: one file. (colossalai 0.5's sharded optimizer loading calls
         # accelerator.synchronize(), which raises on CPU.)
         if _rank() == 0:
@@ -205,7 +211,13 @@ def load_checkpoint(booster, model, optimizer, lr_scheduler, path: str | os.Path
     path = Path(path)
     load_weights(booster, model, path / "modeling")
     single = path / "optimizer" / OPTIMIZER_FILE
-    booster.load_optimizer(optimizer, str(single if single.is_file() else path / "optimizer"))
+    if has_rank_states(path / "optimizer"):
+        load_rank_states(optimizer, path / "optimizer")
+    elif torchao_optimizer(optimizer) is not None:
+        raise UserInputError(f"{path} holds fp32 AdamW states; resume it with --optimizer adamw",
+                             where="--load_checkpoint")
+    else:
+        booster.load_optimizer(optimizer, str(single if single.is_file() else path / "optimizer"))
     booster.load_lr_scheduler(lr_scheduler, str(path / "lr_scheduler"))
     states = json.loads((path / RUNNING_STATES).read_text(encoding="utf-8"))
     rng = states.get("rng_states") or []

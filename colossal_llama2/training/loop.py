@@ -37,7 +37,7 @@ from .metrics import MetricsWriter, device_peak_tflops, flops_per_token, peak_me
 from .plugin_choice import oom_hint
 from .fp8 import FP8_TOKEN_MULTIPLE
 from .model_setup import DTYPES, apply_patches_after_boost, build_model, plan_model_patches
-from .optim import StepPlan, make_optimizer, make_scheduler
+from .optim import StepPlan, keeps_master_weights, make_optimizer, make_scheduler
 from .plugins import data_parallel, make_booster, make_plugin, precision_for
 from .launcher import spawn_reaper
 from .process import GarbageCollection, leave_process
@@ -78,11 +78,13 @@ class Trainer:
         self.precision = precision_for(args.plugin, args.mixed_precision, self.cuda)
         self._start_distributed()
         self.patches = plan_model_patches(args, inputs.fusion, self.precision, self.cuda)
-        logger.info("plugin %s, precision %s, %s, world size %d", args.plugin, self.precision,
+        logger.info("plugin %s, precision %s%s, optimizer %s, %s, world size %d", args.plugin, self.precision,
+                    "" if args.mixed_precision or not self.cuda else " (the GPU's default)", args.optimizer,
                     self.patches.describe(), self.world_size)
         self.plugin = make_plugin(args.plugin, precision=self.precision, max_norm=args.gradient_clipping, tp=args.tp,
                                   zero=args.zero, accumulation_steps=args.accumulation_steps,
-                                  reduce_bucket_size_in_m=args.reduce_bucket_size_in_m)
+                                  reduce_bucket_size_in_m=args.reduce_bucket_size_in_m,
+                                  master_weights=keeps_master_weights(args.optimizer))
         self.booster = make_booster(args.plugin, self.plugin, self.precision, self.cuda)
         self.dp = data_parallel(self.plugin, args.plugin)
         self.tokenizer = self._load_tokenizer()
@@ -145,7 +147,7 @@ class Trainer:
         if args.plugin == "ddp":
             model.to(self.device)  # the Booster would move it anyway; on CUDA, AdamW's fused kernel needs it first
         optimizer = make_optimizer(model, lr=args.lr, weight_decay=args.weight_decay,
-                                   use_hybrid_adam=args.plugin != "ddp")
+                                   use_hybrid_adam=args.plugin != "ddp", kind=args.optimizer)
         lr_scheduler = make_scheduler(optimizer, warmup_steps=self.plan.warmup_steps,
                                       total_steps=self.plan.total_steps)
         self.model, self.optimizer, _, _, self.lr_scheduler = self.booster.boost(model, optimizer,
@@ -241,7 +243,7 @@ class Trainer:
             self.profiler.before_step(progress.global_step + 1)
             with phase("batches"):
                 window = self._next_window(batches)
-            lr = self.lr_scheduler.get_last_lr()[0]
+            lr = float(self.lr_scheduler.get_last_lr()[0])  # a tensor for torchao optimizers
             scalars = self._train_step(window)
             progress.step_in_epoch += 1
             progress.global_step += 1

@@ -1,12 +1,34 @@
-"""Optimizer and learning-rate schedule: AdamW (betas 0.9/0.95), linear warmup then cosine decay."""
+"""Optimizer and learning-rate schedule: AdamW (betas 0.9/0.95), linear warmup then cosine decay.
+
+``--optimizer`` picks how the AdamW states are kept (torchao's optimizers for the low-memory ones):
+
+    adamw       fp32 master weights, fp32 Adam states       12 bytes per parameter, sharded by zero2
+    adamw_bf16  bf16 weights updated in place with           4 bytes (bf16 states)
+                stochastic rounding, bf16 Adam states
+    adamw8bit   the same, Adam states in 8 bits              2 bytes (+ one fp32 scale per 256 values)
+                (block-wise quantised)
+
+The bf16 weights plus their gradients (2 + 2 bytes) come on top of each. Stochastic rounding keeps updates
+much smaller than a bf16 ulp from being rounded away (the reason fp32 master weights exist), so the fp32
+master copy can go; torchao's ``bf16_stochastic_round``.
+"""
 from __future__ import annotations
 
+import importlib.util
 import math
 from dataclasses import dataclass
 
 import torch
 
+from ..utils.errors import UserInputError
+
 MIN_LR_RATIO = 0.1  # cosine decays to 10% of the peak learning rate, as in LLaMA-2's recipe
+OPTIMIZERS = ("adamw", "adamw_bf16", "adamw8bit")
+LOW_MEMORY_PLUGINS = ("zero2", "ddp")  # LowLevelZero (and DDP) take any torch optimizer; gemini needs HybridAdam
+# Bytes per parameter of master weights and optimizer states (what zero2 shards over its ranks).
+STATE_BYTES = {"adamw": 12, "adamw_bf16": 4, "adamw8bit": 2}
+BETAS = (0.9, 0.95)
+EPS = 1e-8
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -21,17 +43,42 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     return groups
 
 
-def make_optimizer(model: torch.nn.Module, *, lr: float, weight_decay: float, use_hybrid_adam: bool):
-    """HybridAdam for the Colossal-AI GPU plugins; torch AdamW for ddp (HybridAdam's CPU path JIT-compiles)."""
+def check_optimizer(optimizer: str, *, plugin: str, precision: str) -> None:
+    """Raise UserInputError, naming --optimizer, for a low-memory optimizer that cannot run with these flags."""
+    if optimizer == "adamw":
+        return
+    if plugin not in LOW_MEMORY_PLUGINS:
+        raise UserInputError(f"--optimizer {optimizer} works with --plugin {' or '.join(LOW_MEMORY_PLUGINS)} (gemini "
+                             f"and the offload plugins keep their own fp32 Adam), not {plugin}", where="--optimizer")
+    if plugin == "zero2" and precision != "bf16":
+        raise UserInputError(f"--optimizer {optimizer} updates bf16 weights without fp32 master copies: it needs "
+                             f"--mixed_precision bf16 (got {precision})", where="--optimizer")
+    if importlib.util.find_spec("torchao") is None:
+        raise UserInputError(f"--optimizer {optimizer} needs torchao (pip install -e .[gpu])", where="--optimizer")
+
+
+def keeps_master_weights(optimizer: str) -> bool:
+    """Whether zero2 keeps fp32 master weights for this optimizer (the low-memory ones round stochastically)."""
+    return optimizer == "adamw"
+
+
+def make_optimizer(model: torch.nn.Module, *, lr: float, weight_decay: float, use_hybrid_adam: bool,
+                   kind: str = "adamw"):
+    """HybridAdam for the Colossal-AI GPU plugins; torch AdamW for ddp (HybridAdam's CPU path JIT-compiles);
+    torchao's AdamW with bf16 stochastic rounding (and 8-bit states) for the low-memory kinds."""
     groups = param_groups(model, weight_decay)
+    if kind != "adamw":
+        import torchao.optim
+
+        cls = torchao.optim.AdamW8bit if kind == "adamw8bit" else torchao.optim._AdamW
+        return cls(groups, lr=lr, betas=BETAS, eps=EPS, weight_decay=weight_decay, bf16_stochastic_round=True)
     if use_hybrid_adam:
         from colossalai.nn.optimizer import HybridAdam
 
-        return HybridAdam(groups, lr=lr, betas=(0.9, 0.95), eps=1e-8, weight_decay=weight_decay, adamw_mode=True)
+        return HybridAdam(groups, lr=lr, betas=BETAS, eps=EPS, weight_decay=weight_decay, adamw_mode=True)
     # fused: one kernel for all parameters on CUDA (the default foreach path launches several per group)
     fused = all(p.is_cuda for g in groups for p in g["params"])
-    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), eps=1e-8, weight_decay=weight_decay,
-                             fused=fused or None)
+    return torch.optim.AdamW(groups, lr=lr, betas=BETAS, eps=EPS, weight_decay=weight_decay, fused=fused or None)
 
 
 def default_warmup_steps(total_steps: int) -> int:

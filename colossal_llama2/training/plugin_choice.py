@@ -16,6 +16,9 @@ micro-batch, L layers, hidden size H, vocabulary V:
     zero2_cpu    2 P + 2 P/N + activations                           states and master weights in host memory
     gemini_auto  2 P/N + activations                                 offloads the rest as needed
 
+With ``--optimizer adamw_bf16`` / ``adamw8bit`` (zero2 or ddp only) zero2 keeps no fp32 master weights: its
+12 P/N of master weights and states become 4 P/N (bf16 states) or 2 P/N (8-bit states); see training/optim.py.
+
 activations = 40 bytes per token, layer and hidden unit without gradient checkpointing; with it, 4 bytes
 (the layers' inputs) plus one layer's 40; plus V·T bf16 logits and 1.5 GB of CUDA context and workspaces.
 Calibrated against the peaks measured on one H200 with train.py's defaults (tests/test_plugin_choice.py keeps
@@ -31,6 +34,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..utils.errors import UserInputError
+from .optim import STATE_BYTES
+
 GB = 1e9
 FIXED_OVERHEAD = 1.5 * GB
 COMFORTABLE = 0.92  # an estimate below this share of the GPU's memory fits without doubt
@@ -43,6 +49,9 @@ PLANNED = ("ddp", *AUTO_ORDER)  # what the planner lists
 SPEED_CLASS = {"ddp": "CPU runs; on GPUs zero2 needs less memory", "zero2": "fast (1.1-1.2x FSDP2 + compile)",
                "gemini": "about a third of zero2", "zero2_cpu": "offload: host-bound, ~1-2% of zero2",
                "gemini_auto": "offload: slowest"}
+LOW_MEMORY_SPEED = {"adamw_bf16": "zero2 speed class; bf16 weights with stochastic rounding",
+                    "adamw8bit": "zero2 speed class; 8-bit states, bf16 weights with stochastic rounding"}
+FP8_SPEED = "1.19x zero2 at micro-batch 1, 1.29x at 2 (16 of LLaMA-2-7B's layers, one H200, with --compile)"
 
 
 @dataclass(frozen=True)
@@ -71,15 +80,18 @@ def activation_bytes(shape: ModelShape, tokens: int, grad_checkpoint: bool) -> f
 
 
 def estimate_peak_bytes(plugin: str, shape: ModelShape, *, gpus: int, tokens_per_micro_batch: int,
-                        grad_checkpoint: bool = False) -> float:
+                        grad_checkpoint: bool = False, optimizer: str = "adamw") -> float:
     """Estimated peak device memory of one GPU (see the table in the module docstring)."""
     p, n = shape.params, gpus
     activations = activation_bytes(shape, tokens_per_micro_batch, grad_checkpoint)
+    state = STATE_BYTES[optimizer]
     if plugin == "zero2":
         logits = 2 * shape.vocab * tokens_per_micro_batch
         checkpoints = activations - logits if grad_checkpoint else 0
-        peak = max(2 * p + 12 * p / n + activations, 2 * p + 14 * p / n + checkpoints + logits)
+        peak = max(2 * p + state * p / n + activations, 2 * p + (state + 2) * p / n + checkpoints + logits)
         return peak + FIXED_OVERHEAD
+    if plugin == "ddp" and optimizer != "adamw":  # fp32 weights and gradients, the states as the optimizer keeps them
+        return 8 * p + state * p + activations + FIXED_OVERHEAD
     states = {"ddp": 16 * p, "gemini": 16 * p / n, "zero2_cpu": 2 * p + 2 * p / n, "gemini_auto": 2 * p / n}[plugin]
     return states + activations + FIXED_OVERHEAD
 
@@ -94,10 +106,13 @@ def oom_hint(plugin: str, grad_checkpoint: bool, micro_batch_size: int) -> str:
 
 
 def choose_plugin(shape: ModelShape, *, cuda: bool, gpus: int, device_bytes: float, tokens_per_micro_batch: int,
-                  grad_checkpoint: bool = False) -> tuple[str, str]:
+                  grad_checkpoint: bool = False, optimizer: str = "adamw") -> tuple[str, str]:
     """(plugin, why): the first of AUTO_ORDER whose estimate fits (see the module docstring); on CPU, ddp."""
     if not cuda:
         return "ddp", "no CUDA GPU: ddp is the plugin that runs on CPU"
+    if optimizer != "adamw":
+        return _choose_for_low_memory_optimizer(shape, gpus, device_bytes, tokens_per_micro_batch, grad_checkpoint,
+                                                optimizer)
     needs = {plugin: estimate_peak_bytes(plugin, shape, gpus=gpus, tokens_per_micro_batch=tokens_per_micro_batch,
                                          grad_checkpoint=grad_checkpoint) for plugin in AUTO_ORDER}
     rejected = []
@@ -120,20 +135,44 @@ def choose_plugin(shape: ModelShape, *, cuda: bool, gpus: int, device_bytes: flo
     return "gemini_auto", f"nothing fits by the estimate ({', '.join(rejected)}); gemini_auto offloads what it must"
 
 
+def _choose_for_low_memory_optimizer(shape: ModelShape, gpus: int, device_bytes: float, tokens: int,
+                                     grad_checkpoint: bool, optimizer: str) -> tuple[str, str]:
+    """zero2, the one GPU plugin the low-memory optimizers run with, if it fits by the estimate (or its margin)."""
+    need = estimate_peak_bytes("zero2", shape, gpus=gpus, tokens_per_micro_batch=tokens,
+                               grad_checkpoint=grad_checkpoint, optimizer=optimizer)
+    if need <= COMFORTABLE * device_bytes:
+        return "zero2", f"--optimizer {optimizer}: estimated peak {need / GB:.1f} GB per GPU fits {device_bytes / GB:.1f} GB"
+    if need * (1 - ESTIMATE_MARGIN) <= device_bytes:
+        return "zero2", (f"--optimizer {optimizer}: estimated peak {need / GB:.1f} GB per GPU is within the estimate's "
+                         f"{ESTIMATE_MARGIN:.0%} margin of {device_bytes / GB:.1f} GB; if the first step runs out of "
+                         f"memory, {oom_hint('zero2', grad_checkpoint, 1)}")
+    raise UserInputError(f"with --optimizer {optimizer} only zero2 (or ddp) runs, and its estimated peak "
+                         f"{need / GB:.1f} GB per GPU does not fit {device_bytes / GB:.1f} GB; "
+                         f"{oom_hint('zero2', grad_checkpoint, 1)}", where="--plugin auto")
+
+
 def plan_table(shape: ModelShape, *, gpus: int, device_bytes: float, tokens_per_micro_batch: int,
-               grad_checkpoint: bool) -> list[str]:
-    """The planner's lines: every plugin's estimate and speed class, then the choice on the last line."""
+               grad_checkpoint: bool, optimizer: str = "adamw") -> list[str]:
+    """The planner's lines: every plugin's estimate and speed class (zero2 also with each low-memory optimizer),
+    then the choice for ``optimizer`` on the last line."""
     lines = [f"model: {shape.params / 1e9:.2f} B parameters, {shape.layers} layers, hidden {shape.hidden}, vocab "
              f"{shape.vocab}; {gpus} GPU(s) of {device_bytes / GB:.1f} GB; {tokens_per_micro_batch} tokens per "
              f"micro-batch; gradient checkpointing {'on' if grad_checkpoint else 'off'}",
-             f"{'plugin':<12} {'peak GB/GPU':>11}  {'fits':<6} speed"]
-    for plugin in PLANNED:
+             f"{'plugin':<12} {'--optimizer':<11} {'peak GB/GPU':>11}  {'fits':<6} speed"]
+    rows = [(plugin, "adamw") for plugin in PLANNED] + [("zero2", kind) for kind in STATE_BYTES if kind != "adamw"]
+    for plugin, kind in rows:
         need = estimate_peak_bytes(plugin, shape, gpus=gpus, tokens_per_micro_batch=tokens_per_micro_batch,
-                                   grad_checkpoint=grad_checkpoint)
+                                   grad_checkpoint=grad_checkpoint, optimizer=kind)
         fits = "yes" if need <= COMFORTABLE * device_bytes else (
             "edge" if need * (1 - ESTIMATE_MARGIN) <= device_bytes else "no")
-        lines.append(f"{plugin:<12} {need / GB:>11.1f}  {fits:<6} {SPEED_CLASS[plugin]}")
-    plugin, why = choose_plugin(shape, cuda=True, gpus=gpus, device_bytes=device_bytes,
-                                tokens_per_micro_batch=tokens_per_micro_batch, grad_checkpoint=grad_checkpoint)
-    lines.append(f"--plugin auto would pick: {plugin} ({why})")
+        speed = SPEED_CLASS[plugin] if kind == "adamw" else LOW_MEMORY_SPEED[kind]
+        lines.append(f"{plugin:<12} {kind:<11} {need / GB:>11.1f}  {fits:<6} {speed}")
+    lines.append(f"zero2 and zero2_cpu also take --fp8 tensorwise (same memory): {FP8_SPEED}")
+    try:
+        plugin, why = choose_plugin(shape, cuda=True, gpus=gpus, device_bytes=device_bytes,
+                                    tokens_per_micro_batch=tokens_per_micro_batch, grad_checkpoint=grad_checkpoint,
+                                    optimizer=optimizer)
+        lines.append(f"--plugin auto would pick: {plugin} ({why})")
+    except UserInputError as refused:
+        lines.append(f"--plugin auto would refuse: {refused}")
     return lines

@@ -35,16 +35,22 @@ def check_plugin_args(plugin: str, *, cuda: bool, world_size: int, tp: int, num_
                              where="--plugin")
 
 
-def precision_for(plugin: str, mixed_precision: str | None, cuda: bool) -> str:
-    """fp16 by default on GPU; fp32 for ddp on CPU (CPU autocast/fp16 training is neither fast nor exact)."""
+def precision_for(plugin: str, mixed_precision: str | None, cuda: bool, bf16_supported: bool | None = None) -> str:
+    """--mixed_precision, else bf16 on GPUs that have it (no loss scaling, fp32's range) and fp16 on older
+    ones; fp32 for ddp on CPU (CPU autocast/fp16 training is neither fast nor exact)."""
     if plugin == "ddp" and not cuda:
         return "fp32"
-    return mixed_precision or "fp16"
+    if mixed_precision:
+        return mixed_precision
+    if bf16_supported is None:
+        bf16_supported = cuda and torch.cuda.is_bf16_supported(including_emulation=False)
+    return "bf16" if bf16_supported else "fp16"
 
 
 def make_plugin(plugin: str, *, precision: str, max_norm: float, tp: int, zero: int, accumulation_steps: int,
-                reduce_bucket_size_in_m: int = 12):
-    """Build the Colossal-AI plugin. Gradient clipping is done by the plugin where it owns the gradients."""
+                reduce_bucket_size_in_m: int = 12, master_weights: bool = True):
+    """Build the Colossal-AI plugin. Gradient clipping is done by the plugin where it owns the gradients.
+    ``master_weights`` False (zero2, the low-memory optimizers): the optimizer updates the bf16 shards itself."""
     from colossalai.booster.plugin import GeminiPlugin, HybridParallelPlugin, LowLevelZeroPlugin, TorchDDPPlugin
 
     if plugin == "ddp":
@@ -57,7 +63,8 @@ def make_plugin(plugin: str, *, precision: str, max_norm: float, tp: int, zero: 
                             enable_gradient_accumulation=accumulation_steps > 1)
     if plugin in ("zero2", "zero2_cpu"):
         return LowLevelZeroPlugin(stage=2, precision=precision, initial_scale=2**16, max_norm=max_norm,
-                                  cpu_offload=plugin == "zero2_cpu", reduce_bucket_size_in_m=reduce_bucket_size_in_m)
+                                  cpu_offload=plugin == "zero2_cpu", reduce_bucket_size_in_m=reduce_bucket_size_in_m,
+                                  master_weights=master_weights)
     if plugin == "3d":
         # make_vocab_size_divisible_by=tp: never let shardformer pad the vocabulary (see check_plugin_args).
         return HybridParallelPlugin(tp_size=tp, pp_size=1, zero_stage=zero, precision=precision,

@@ -16,7 +16,8 @@ from ..utils.logging import get_logger
 from . import checkpoint as ckpt
 from .fp8 import check_fp8
 from .fused_ops import Fusion, resolve_fusion
-from .plugins import check_plugin_args
+from .optim import check_optimizer
+from .plugins import check_plugin_args, precision_for
 
 logger = get_logger(__name__)
 
@@ -41,6 +42,7 @@ def validate_inputs(args: argparse.Namespace, cuda: bool, world_size: int) -> Ru
                       num_heads=config.num_attention_heads,
                       num_kv_heads=getattr(config, "num_key_value_heads", None) or config.num_attention_heads,
                       mixed_precision=args.mixed_precision, vocab_size=config.vocab_size)
+    check_optimizer(args.optimizer, plugin=args.plugin, precision=precision_for(args.plugin, args.mixed_precision, cuda))
     _check_tokenizer_fits(args.pretrained, config)
     data = load_tokenized_dataset(args.dataset, flag="--dataset")
     eval_data = load_tokenized_dataset(args.eval_dataset, flag="--eval_dataset") if args.eval_dataset else None
@@ -79,7 +81,7 @@ def _resolve_auto_plugin(args: argparse.Namespace, config, cuda: bool, world_siz
                     if cuda else 0)
     args.plugin, why = choose_plugin(ModelShape.of(config), cuda=cuda, gpus=world_size, device_bytes=device_bytes,
                                      tokens_per_micro_batch=args.micro_batch_size * args.max_length,
-                                     grad_checkpoint=args.use_grad_checkpoint)
+                                     grad_checkpoint=args.use_grad_checkpoint, optimizer=args.optimizer)
     logger.info("--plugin auto chose %s: %s", args.plugin, why)
 
 
