@@ -7,18 +7,15 @@ non-finite loss, one SIGTERM run, and one 2-rank input-error run.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.helpers.distributed import REPO_ROOT, free_port, run_distributed
+from tests.helpers.distributed import REPO_ROOT, run_distributed
 from tests.helpers import distributed as dist_helpers
 from tests.scripts.fixture_dataset import build_dataset
 
@@ -246,33 +243,10 @@ def test_freeze_keeps_non_embeddings_bit_identical_and_non_finite_loss_stops(tmp
 
 
 def test_sigterm_saves_loadable_checkpoint_and_exits_zero(tmp_path, tiny_model_dir, data):
-    import psutil
-
     args = base_args(tiny_model_dir, data, tmp_path, **{"--max_steps": 0, "--num_epochs": 200,
                                                         "--micro_batch_size": 1})
-    env = dist_helpers.test_env()
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(free_port()), str(TRAIN), *args]
-    log = open(tmp_path / "log.txt", "w+")
-    proc = subprocess.Popen(cmd, env=env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
     metrics = tmp_path / "tb" / "metrics.jsonl"
-    deadline = time.time() + 180
-    while time.time() < deadline and proc.poll() is None:
-        if metrics.exists() and len(metrics.read_text().splitlines()) >= 3:
-            break
-        time.sleep(0.2)
-    assert proc.poll() is None, "run ended before it could be signalled"
-    workers = psutil.Process(proc.pid).children()
-    assert len(workers) == 2
-    for w in workers:  # what a cluster scheduler does on preemption: signal every process
-        os.kill(w.pid, signal.SIGTERM)
-    try:
-        code = proc.wait(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    log.seek(0)
-    output = log.read()
+    code, output = dist_helpers.signal_workers_after(TRAIN, args, metrics, tmp_path / "log.txt")
     assert code == 0, output[-3000:]
     assert "SIGTERM received" in output
     last_step = max(json.loads(line)["step"] for line in metrics.read_text().splitlines())

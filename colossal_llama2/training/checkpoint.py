@@ -27,7 +27,8 @@ import torch.distributed as dist
 
 from ..utils.errors import UserInputError
 from ..utils.logging import get_logger
-from .optimizer_states import has_rank_states, load_rank_states, save_rank_states, torchao_optimizer
+from .optimizer_states import (has_rank_states, load_master_weights, load_rank_states, save_master_weights,
+                               save_rank_states, torchao_optimizer)
 from .tied_weights import check_still_tied, saving_tied_once, tied_names
 
 logger = get_logger(__name__)
@@ -123,6 +124,8 @@ def save_checkpoint(booster, model, optimizer, lr_scheduler, *, save_dir: str | 
         booster.save_optimizer(optimizer, str(tmp / "optimizer" / OPTIMIZER_FILE), shard=False)
     else:
         booster.save_optimizer(optimizer, str(tmp / "optimizer"), shard=True)
+        _barrier()  # the optimizer dir exists
+        save_master_weights(optimizer, tmp / "optimizer")
     booster.save_lr_scheduler(lr_scheduler, str(tmp / "lr_scheduler"))
     rng_states = [None] * (dist.get_world_size() if dist.is_initialized() else 1)
     if dist.is_initialized():
@@ -218,6 +221,9 @@ def load_checkpoint(booster, model, optimizer, lr_scheduler, path: str | os.Path
                              where="--load_checkpoint")
     else:
         booster.load_optimizer(optimizer, str(single if single.is_file() else path / "optimizer"))
+    masters = load_master_weights(optimizer, path / "optimizer")
+    if "re-derived" in masters:
+        logger.warning("%s: %s", path, masters)
     booster.load_lr_scheduler(lr_scheduler, str(path / "lr_scheduler"))
     states = json.loads((path / RUNNING_STATES).read_text(encoding="utf-8"))
     rng = states.get("rng_states") or []

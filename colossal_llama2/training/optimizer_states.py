@@ -1,4 +1,12 @@
-"""Checkpointed states of the low-memory optimizers (``--optimizer adamw_bf16|adamw8bit``).
+"""Optimizer-side state that colossalai's checkpoint IO does not keep: zero2's fp32 master weights and the
+low-memory optimizers' states (``--optimizer adamw_bf16|adamw8bit``).
+
+zero2 keeps fp32 master copies of the bf16 weights; colossalai saves only the bf16 weights and, on load,
+re-derives the masters from them, so every resume rounded the weights to bf16 and the resumed run left the
+uninterrupted one's curve from its first update. Each rank saves its master shards,
+``optimizer/master-rank-RRRRR.safetensors`` (4 bytes per parameter over all ranks), and a resume on as many ranks
+restores them exactly; on another number of ranks they are re-derived from the bf16 weights, as before, with a
+warning.
 
 colossalai's zero2 checkpoint IO gathers every optimizer state tensor over the ranks as a flat tensor of the
 parameter's size, which torchao's block-quantised 8-bit states (a tensor subclass holding codes and scales)
@@ -16,6 +24,7 @@ import torch.distributed as dist
 from ..utils.errors import UserInputError
 
 RANK_FILE = "rank-{:05d}.pt"
+MASTER_FILE = "master-rank-{:05d}.safetensors"
 
 
 def torchao_optimizer(optimizer):
@@ -57,3 +66,57 @@ def load_rank_states(optimizer, directory: Path) -> None:
         raise UserInputError(f"{directory} holds --optimizer adamw_bf16/adamw8bit states; resume with the same "
                              f"--optimizer", where="--load_checkpoint")
     inner.load_state_dict(saved["state_dict"])
+
+
+def _zero_optimizer_with_masters(optimizer):
+    """The LowLevelZeroOptimizer holding fp32 master weights, or None (no zero2, or no masters)."""
+    from colossalai.zero.low_level.low_level_optim import LowLevelZeroOptimizer
+
+    inner = optimizer if isinstance(optimizer, LowLevelZeroOptimizer) else getattr(optimizer, "optim", None)
+    if isinstance(inner, LowLevelZeroOptimizer) and inner._master_weights:
+        return inner
+    return None
+
+
+def _master_shards(zero) -> dict[str, torch.Tensor]:
+    return {f"{g}.{i}": master for g in range(zero.num_param_groups)
+            for i, master in enumerate(zero._master_param_groups_of_current_rank[g])}
+
+
+def save_master_weights(optimizer, directory: Path) -> bool:
+    """zero2: every rank writes its fp32 master shards (call on every rank); False when there are none."""
+    zero = _zero_optimizer_with_masters(optimizer)
+    if zero is None:
+        return False
+    from safetensors.torch import save_file
+
+    rank, world = _world()
+    save_file({name: t.detach().cpu().contiguous() for name, t in _master_shards(zero).items()},
+              str(Path(directory) / MASTER_FILE.format(rank)), metadata={"world_size": str(world)})
+    return True
+
+
+def load_master_weights(optimizer, directory: Path) -> str:
+    """After the model's bf16 weights are loaded: this rank's fp32 master shards, where the checkpoint has them
+    for this number of ranks. Returns what happened, for the log."""
+    zero = _zero_optimizer_with_masters(optimizer)
+    if zero is None:
+        return "no fp32 master weights"
+    from safetensors import safe_open
+
+    rank, world = _world()
+    path = Path(directory) / MASTER_FILE.format(rank)
+    if not path.is_file():
+        return "fp32 master weights re-derived from the bf16 weights (the checkpoint has none)"
+    with safe_open(str(path), framework="pt") as f:
+        saved_world = int(f.metadata().get("world_size", -1))
+        if saved_world != world:
+            return (f"fp32 master weights re-derived from the bf16 weights (saved by {saved_world} ranks, this run "
+                    f"has {world})")
+        shards = _master_shards(zero)
+        if set(f.keys()) != set(shards):
+            raise UserInputError(f"{path} does not match this model's parameters", where="--load_checkpoint")
+        with torch.no_grad():
+            for name, master in shards.items():
+                master.copy_(f.get_tensor(name))
+    return "fp32 master weights restored"

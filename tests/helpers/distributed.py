@@ -98,3 +98,34 @@ def run_script(args: list[str], *, timeout: float = 600, env: dict[str, str] | N
     return subprocess.run([sys.executable, *map(str, args)], env=test_env(env), cwd=cwd or REPO_ROOT,
                           input=input_text or "", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                           timeout=timeout)
+
+
+def signal_workers_after(script: str | os.PathLike, args: list, metrics: Path, log_path: Path, *,
+                         after_rows: int = 3, sig: int = signal.SIGTERM) -> tuple[int, str]:
+    """Start ``script args`` on 2 torchrun ranks, wait until ``metrics`` has ``after_rows`` lines, send ``sig`` to
+    every worker (what a cluster scheduler does on preemption) and wait for the end: (exit code, output)."""
+    import time
+
+    import psutil
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(free_port()), str(script), *map(str, args)]
+    with open(log_path, "w+") as log:
+        proc = subprocess.Popen(cmd, env=test_env(), cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.time() + 180
+            while time.time() < deadline and proc.poll() is None:
+                if metrics.exists() and len(metrics.read_text().splitlines()) >= after_rows:
+                    break
+                time.sleep(0.2)
+            assert proc.poll() is None, "run ended before it could be signalled"
+            workers = psutil.Process(proc.pid).children()
+            assert len(workers) == 2
+            for w in workers:
+                os.kill(w.pid, sig)
+            code = proc.wait(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        log.seek(0)
+        return code, log.read()
