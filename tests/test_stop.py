@@ -20,6 +20,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from colossal_llama2 import launch
+from colossal_llama2.training import signals
 from colossal_llama2.training.checkpoint import list_checkpoints
 from tests.helpers import distributed as dist_helpers
 from tests.helpers.distributed import REPO_ROOT, free_port
@@ -257,11 +259,12 @@ def test_launcher_killed_as_the_run_ends_leaves_nothing_behind(tmp_path, tiny_mo
         run.kill_everything()
 
 
-@pytest.mark.parametrize("launcher, said", [("colossalai", None),
-                                             ("guard-colossalai", "SIGINT again: ending every process")])
+@pytest.mark.parametrize("launcher, said, status", [("colossalai", None, 1),
+                                                     ("guard-colossalai", "SIGINT again: ending every process", 130)])
 def test_second_ctrl_c_leaves_at_once_and_keeps_the_newest_complete_checkpoint(tmp_path, tiny_model_dir, data,
-                                                                               launcher, said):
-    """Without the guard the workers leave at once; with it, every process of the run is killed (status 130).
+                                                                               launcher, said, status):
+    """Without the guard the workers leave at once and `colossalai run` reports the interrupt ("Aborted!",
+    status 1); with it, every process of the run is killed (status 130).
 
     Without the guard the workers' "SIGINT again: leaving at once" reaches the terminal only through `colossalai
     run`'s output relay (fabric/invoke), which the same second Ctrl-C can end first (its interrupt forwarding
@@ -273,14 +276,16 @@ def test_second_ctrl_c_leaves_at_once_and_keeps_the_newest_complete_checkpoint(t
         run.wait_for_steps(4)
         run.wait_for("ckpt/epoch-0_step-4")
         os.killpg(run.pgid, signal.SIGINT)  # the stop's save (step >= 5) hangs for 60 s
+        first_at = time.monotonic()
         run.wait_for("ckpt/.epoch-*.tmp")
-        time.sleep(3)  # a second Ctrl-C, not a copy of the first
+        # a second Ctrl-C, not a copy of the first: once the window in which a repeat counts as a copy is over
+        window = max(launch.REPEAT_WINDOW_S, signals.REPEAT_WINDOW_S)
+        time.sleep(max(0.0, first_at + window + 0.2 - time.monotonic()))
         t0 = time.time()
         os.killpg(run.pgid, signal.SIGINT)
         code, _ = run.wait_exit(timeout=30)
         assert code is not None and time.time() - t0 < 30, run.output()[-3000:]
-        if launcher.startswith("guard-"):
-            assert code == 130, run.output()[-3000:]
+        assert code == status, run.output()[-3000:]
         assert run.leftovers() == [], run.output()[-3000:]
         if said:
             assert said in run.output()
@@ -321,7 +326,6 @@ def test_kill_9_mid_save_then_resume_latest_matches_uninterrupted(tmp_path, tiny
 
 
 def test_guard_command_line_errors():
-    from colossal_llama2 import launch
 
     assert launch.main([]) == 2
     assert launch.main(["--", "/nonexistent/launcher", "train.py"]) == 127
@@ -349,3 +353,93 @@ print("still running after the second", flush=True)
     assert proc.returncode == status, proc.stderr[-2000:]
     assert f"one stop: {name}" in proc.stdout and "still running" not in proc.stdout
     assert f"{name} again: leaving at once" in proc.stderr
+
+
+FAKE_LAUNCHER = """
+import signal, sys, time
+from pathlib import Path
+def stop(signum, frame):
+    Path(sys.argv[1]).write_text(signal.Signals(signum).name)
+    sys.exit(3)
+signal.signal(signal.SIGTERM, stop)
+Path(sys.argv[1] + ".ready").write_text("")
+time.sleep(120)
+"""
+
+
+def start_guarded(command: list[str], log: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "colossal_llama2.launch", *command], cwd=REPO_ROOT,
+                            stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True,
+                            env=dist_helpers.test_env())
+
+
+def wait_for_file(path: Path, timeout: float = 60) -> None:
+    deadline = time.time() + timeout
+    while not path.exists():
+        assert time.time() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGHUP], ids=["SIGINT", "SIGHUP"])
+def test_guard_passes_an_early_signal_to_the_launcher(tmp_path, signum):
+    """A stop before any torchrun has workers (the launcher still starting): the guard hands the launcher a
+    SIGTERM and exits with its status (3 here); SIGHUP (a closed terminal) is a stop like Ctrl-C."""
+    got = tmp_path / "got"
+    guard = start_guarded([sys.executable, "-c", FAKE_LAUNCHER, str(got)], tmp_path / "log.txt")
+    try:
+        wait_for_file(Path(f"{got}.ready"))
+        guard.send_signal(signum)
+        assert guard.wait(timeout=30) == 3
+        assert got.read_text() == "SIGTERM"
+        assert f"{signal.Signals(signum).name} received before training started" in (tmp_path / "log.txt").read_text()
+    finally:
+        guard.kill()
+
+
+def test_guard_killed_takes_the_launcher_with_it(tmp_path):
+    """kill -9 of the guard: the launcher gets SIGTERM from the kernel (parent-death signal) and stops as it
+    would have without the guard, instead of training on unsupervised."""
+    got = tmp_path / "got"
+    guard = start_guarded([sys.executable, "-c", FAKE_LAUNCHER, str(got)], tmp_path / "log.txt")
+    try:
+        wait_for_file(Path(f"{got}.ready"))
+        guard.kill()
+        guard.wait(timeout=30)
+        wait_for_file(got, timeout=30)
+        assert got.read_text() == "SIGTERM"
+    finally:
+        guard.kill()
+
+
+WORKER = """
+import os, signal, sys, time
+from pathlib import Path
+mine = sys.argv[1] + "." + os.environ["RANK"]
+def leave(signum, frame):
+    Path(mine + ".stopped").write_text(signal.Signals(signum).name)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, leave)
+Path(mine).write_text("")
+time.sleep(120)
+"""
+
+
+def test_guard_sighup_stops_the_workers_and_exits_zero(tmp_path):
+    """SIGHUP (the terminal closed) once training runs: the guard asks torchrun's 2 workers to stop (SIGTERM),
+    they leave with 0, torchrun ends normally and so does the guard."""
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    marker = tmp_path / "up"
+    guard = start_guarded([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
+                           "127.0.0.1", "--master_port", str(free_port()), str(script), str(marker)],
+                          tmp_path / "log.txt")
+    try:
+        for rank in (0, 1):
+            wait_for_file(Path(f"{marker}.{rank}"))
+        guard.send_signal(signal.SIGHUP)
+        assert guard.wait(timeout=60) == 0, (tmp_path / "log.txt").read_text()[-3000:]
+        log = (tmp_path / "log.txt").read_text()
+        assert "SIGHUP received: asked the 2 training process(es)" in log
+        assert [Path(f"{marker}.{rank}.stopped").read_text() for rank in (0, 1)] == ["SIGTERM", "SIGTERM"]
+    finally:
+        guard.kill()
