@@ -27,11 +27,26 @@ MEASURED = [("7b", "zero2", 1, 1, False, 109.1), ("7b_16l", "zero2", 1, 1, False
             ("7b_8l", "gemini", 1, 1, False, 35.93), ("7b_16l", "gemini", 1, 1, False, 62.8)]
 
 
+# zero2 with --optimizer adamw_bf16 (bf16 weights and states, no fp32 master weights), one H200
+MEASURED += [("7b_8l", "zero2:adamw_bf16", 1, 1, False, 17.44), ("13b", "zero2:adamw_bf16", 1, 1, True, 100.76)]
+
+
 @pytest.mark.parametrize("name, plugin, gpus, micro_batch, ckpt, peak_gib", MEASURED)
 def test_estimates_are_within_ten_percent_of_the_measured_peaks(name, plugin, gpus, micro_batch, ckpt, peak_gib):
+    plugin, _, optimizer = plugin.partition(":")
     estimate = estimate_peak_bytes(plugin, shape(name), gpus=gpus, tokens_per_micro_batch=4096 * micro_batch,
-                                   grad_checkpoint=ckpt)
+                                   grad_checkpoint=ckpt, optimizer=optimizer or "adamw")
     assert 0.95 <= estimate / (peak_gib * GIB) <= 1.10, estimate / (peak_gib * GIB)
+
+
+def test_gemini_warns_where_zero2_fits():
+    from colossal_llama2.training.plugin_choice import gemini_warning
+
+    said = gemini_warning(shape("7b_16l"), gpus=1, device_bytes=H200, tokens_per_micro_batch=4096,
+                          grad_checkpoint=False)
+    assert said and "zero2" in said and "0.55x" in said
+    assert gemini_warning(shape("13b"), gpus=1, device_bytes=H200, tokens_per_micro_batch=4096,
+                          grad_checkpoint=False) is None  # zero2 does not fit: gemini is the right call
 
 
 def test_shape_counts_parameters_like_the_model():

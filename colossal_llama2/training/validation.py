@@ -38,6 +38,8 @@ def validate_inputs(args: argparse.Namespace, cuda: bool, world_size: int) -> Ru
     config = _load_model_config(args)
     if args.plugin == "auto":
         _resolve_auto_plugin(args, config, cuda, world_size)
+    elif args.plugin == "gemini" and cuda:
+        _warn_if_zero2_fits(args, config, world_size)
     check_plugin_args(args.plugin, cuda=cuda, world_size=world_size, tp=args.tp,
                       num_heads=config.num_attention_heads,
                       num_kv_heads=getattr(config, "num_key_value_heads", None) or config.num_attention_heads,
@@ -83,6 +85,17 @@ def _resolve_auto_plugin(args: argparse.Namespace, config, cuda: bool, world_siz
                                      tokens_per_micro_batch=args.micro_batch_size * args.max_length,
                                      grad_checkpoint=args.use_grad_checkpoint, optimizer=args.optimizer)
     logger.info("--plugin auto chose %s: %s", args.plugin, why)
+
+
+def _warn_if_zero2_fits(args: argparse.Namespace, config, world_size: int) -> None:
+    from .plugin_choice import ModelShape, gemini_warning
+
+    device_bytes = min(torch.cuda.get_device_properties(i).total_memory for i in range(torch.cuda.device_count()))
+    warning = gemini_warning(ModelShape.of(config), gpus=world_size, device_bytes=device_bytes,
+                             tokens_per_micro_batch=args.micro_batch_size * args.max_length,
+                             grad_checkpoint=args.use_grad_checkpoint)
+    if warning:
+        logger.warning(warning)
 
 
 def _load_model_config(args: argparse.Namespace):
