@@ -1,7 +1,7 @@
 """``--plugin auto`` and ``python -m colossal_llama2.plan``: each plugin's peak GPU memory, from config.json alone.
 
 Speed order, from measurements with benchmarks/train_benchmark.py: zero2 (1.12-1.23x the strongest FSDP2 peer,
-3x gemini at 16 of 7b's layers on one H200) > gemini > zero2_cpu > gemini_auto (offload: two orders of
+1.8x gemini at 16 of 7b's layers on one H200) > gemini > zero2_cpu > gemini_auto (offload: two orders of
 magnitude slower than zero2 at 7b). ddp is picked on CPU only: on GPUs it needs more memory than zero2 (fp32
 weights and gradients replicated) and has not been measured faster than zero2's fused step. 3d is never
 picked: it needs a ``--tp`` choice and is the slowest at tp 1.
