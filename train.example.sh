@@ -12,7 +12,7 @@ PRETRAINED_MODEL_PATH="${PRETRAINED_MODEL_PATH:-/path/to/grown/model}"
 NPROC_PER_NODE="${NPROC_PER_NODE:-8}"
 HOSTFILE="${HOSTFILE-hostfile}"   # set HOSTFILE= (empty) to run on this machine only
 MASTER_PORT="${MASTER_PORT:-30013}"
-PLUGIN="${PLUGIN:-zero2}"
+PLUGIN="${PLUGIN:-auto}"            # auto: zero2 where it fits (python -m colossal_llama2.plan shows the choice)
 MAX_LENGTH="${MAX_LENGTH:-4096}"
 MICRO_BATCH_SIZE="${MICRO_BATCH_SIZE:-1}"
 LR="${LR:-1e-4}"
