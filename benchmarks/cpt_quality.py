@@ -98,7 +98,7 @@ class Experiment:
     def train(self, pretrained: Path, data: Path, name: str, steps: int, lr: float, extra: list[str]) -> Path:
         """train.py on ``data`` for ``steps``; returns the run's save dir (checkpoints epoch-E_step-S)."""
         save_dir = self.out / "runs" / name
-        nproc = self.args.nproc or (1 if self.cuda else 2)
+        nproc = self.args.nproc or 1
         self.run([self.py, "-m", "torch.distributed.run", "--nproc_per_node", nproc, "--master_port",
                   self.args.master_port, "train.py", "--pretrained", pretrained, "--dataset", data,
                   "--plugin", self.args.plugin or ("zero2" if self.cuda else "ddp"), "--max_length",
@@ -123,7 +123,7 @@ def prepare(exp: Experiment, tokenizer_dir: Path, docs: list[tuple[str, str]], n
     arrow = exp.out / "data" / name / "arrow"
     exp.run([exp.py, "prepare_pretrain_dataset.py", "--data_input_dirs", raw, "--tokenizer_dir", tokenizer_dir,
              "--data_cache_dir", exp.out / "data" / name / "cache", "--data_arrow_output_dir", arrow,
-             "--max_length", exp.size["max_length"], "--num_spliced_dataset_bins", 1, "--num_proc", 2,
+             "--max_length", exp.size["max_length"], "--num_spliced_dataset_bins", 1, "--num_proc", 1,
              "--overwrite"])
     return arrow
 
@@ -358,7 +358,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--replay", type=float, default=0.25,
                    help="English characters in the continual pre-training data, as a share of the Chinese ones")
     p.add_argument("--plugin", default=None, help="train.py --plugin (default: zero2 on GPU, ddp on CPU)")
-    p.add_argument("--nproc", type=int, default=None, help="ranks per run (default: 1 GPU, or 2 CPU ranks)")
+    p.add_argument("--nproc", type=int, default=None, help="ranks (GPUs, or CPU processes) per training run")
     p.add_argument("--master_port", type=int, default=29571, help="torchrun master port")
     p.add_argument("--seed", type=int, default=0, help="seed of the held-out split, the data order and training")
     p.add_argument("--out_dir", type=Path, default=Path("cpt_quality_run"), help="where everything is written")

@@ -53,8 +53,11 @@ echo "[install] project, its dependencies and colossalai's runtime imports"
 pip_install -c "$constraints" -e ".[colossalai-runtime,dev]"
 echo "[install] $COLOSSALAI_SPEC and galore-torch without their pins"
 pip_install -c "$constraints" --no-deps "$COLOSSALAI_SPEC" galore-torch
-echo "[install] torchao (the low-memory optimizers; fp8 on GPUs) without its pins"
-pip_install -c "$constraints" --no-deps "torchao==0.18.0"
+# torchao (the low-memory optimizers; fp8 on GPUs: `pip install -e .[gpu]` on a GPU machine) goes into a side
+# directory here, not site-packages: transformers imports torchao whenever it is installed (about 1 s in every
+# process), and only the tests of --optimizer adamw_bf16/adamw8bit need it (tests/helpers/optional.py).
+echo "[install] torchao into $stamp_dir/torchao-for-tests (for the low-memory optimizer tests)"
+pip_install --no-deps --upgrade --target "$stamp_dir/torchao-for-tests" "torchao==0.18.0"
 
 "$py" - <<'PY'
 import torch, colossalai, transformers, datasets, colossal_llama2

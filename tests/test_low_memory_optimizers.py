@@ -2,6 +2,8 @@
 save and exact resume of the 8-bit states from the per-rank files."""
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 import torch
 
@@ -10,6 +12,7 @@ from colossal_llama2.training.plugin_choice import GB, ModelShape, choose_plugin
 from colossal_llama2.training.plugins import precision_for
 from colossal_llama2.utils.errors import UserInputError
 from tests.helpers.distributed import run_distributed
+from tests.helpers.optional import import_torchao, torchao_env
 from tests.test_train import TRAIN, base_args, data, read_metrics  # noqa: F401  (data: the module fixture)
 
 H200 = 139.7 * 2**30
@@ -23,6 +26,10 @@ def test_low_memory_optimizers_need_zero2_or_ddp_and_bf16():
             check_optimizer("adamw8bit", plugin=plugin, precision="bf16")
     with pytest.raises(UserInputError, match="bf16"):
         check_optimizer("adamw_bf16", plugin="zero2", precision="fp16")
+    if importlib.util.find_spec("torchao") is None:
+        with pytest.raises(UserInputError, match="needs torchao"):
+            check_optimizer("adamw8bit", plugin="zero2", precision="bf16")
+        import_torchao()
     check_optimizer("adamw8bit", plugin="zero2", precision="bf16")
     check_optimizer("adamw_bf16", plugin="ddp", precision="fp32")
     check_optimizer("adamw", plugin="gemini", precision="fp16")
@@ -57,13 +64,14 @@ def test_planner_counts_the_low_memory_states_and_picks_zero2_for_13b():
 
 
 def test_8bit_states_save_per_rank_and_resume_exactly(tmp_path, tiny_model_dir, data):  # noqa: F811
-    pytest.importorskip("torchao")
+    env = torchao_env()
     first = tmp_path / "first"
     args = base_args(tiny_model_dir, data, first, **{"--optimizer": "adamw8bit", "--max_steps": 4,
                                                      "--save_interval": 2})
-    run_distributed(TRAIN, args, timeout=400)
+    run_distributed(TRAIN, args, timeout=400, env=env)
     saved = first / "ckpt" / "epoch-0_step-2" / "optimizer"
     assert sorted(p.name for p in saved.iterdir()) == ["rank-00000.pt", "rank-00001.pt"]
+    import_torchao()
     states = torch.load(saved / "rank-00000.pt", weights_only=False)["state_dict"]["state"]
     kinds = {type(v).__name__ for s in states.values() for k, v in s.items() if k == "exp_avg"}
     assert "OptimState8bit" in kinds, kinds  # the large matrices keep 8-bit states on disk
@@ -71,7 +79,7 @@ def test_8bit_states_save_per_rank_and_resume_exactly(tmp_path, tiny_model_dir, 
     again = tmp_path / "again"
     resumed = base_args(tiny_model_dir, data, again, **{"--optimizer": "adamw8bit", "--max_steps": 4,
                                                         "--load_checkpoint": first / "ckpt" / "epoch-0_step-2"})
-    run_distributed(TRAIN, resumed, timeout=400)
+    run_distributed(TRAIN, resumed, timeout=400, env=env)
     full, _ = read_metrics(first / "tb")
     part, _ = read_metrics(again / "tb")
     assert sorted(part) == [3, 4]
@@ -80,5 +88,5 @@ def test_8bit_states_save_per_rank_and_resume_exactly(tmp_path, tiny_model_dir, 
 
     wrong = base_args(tiny_model_dir, data, tmp_path / "wrong", **{"--max_steps": 4,
                                                                   "--load_checkpoint": first / "ckpt" / "epoch-0_step-2"})
-    proc = run_distributed(TRAIN, wrong, timeout=400, check=False)
+    proc = run_distributed(TRAIN, wrong, timeout=400, check=False, env=env)
     assert proc.returncode != 0 and "--optimizer" in proc.stdout
