@@ -4,8 +4,9 @@ PYTHON ?=
 PY := $(if $(PYTHON),$(PYTHON),$(VENV)/bin/python)
 DEMO_DIR ?= demo_output
 PYTEST_ARGS ?=
-# Test processes in parallel (pytest-xdist): the suite's two-rank runs spend much of their time starting up.
-TEST_WORKERS ?= 2
+# Test processes in parallel (pytest-xdist): the suite's two-rank runs spend much of their time starting up or
+# waiting on their launchers, so a third worker keeps two cores busy.
+TEST_WORKERS ?= 3
 
 .PHONY: install demo test test-gpu clean
 
