@@ -5,8 +5,8 @@ PY := $(if $(PYTHON),$(PYTHON),$(VENV)/bin/python)
 DEMO_DIR ?= demo_output
 PYTEST_ARGS ?=
 # Test processes in parallel (pytest-xdist): the suite's two-rank runs spend much of their time starting up or
-# waiting on their launchers, so a third worker keeps two cores busy.
-TEST_WORKERS ?= 3
+# waiting on their launchers.
+TEST_WORKERS ?= 2
 
 .PHONY: install demo test test-gpu clean
 

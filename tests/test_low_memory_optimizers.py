@@ -86,7 +86,9 @@ def test_8bit_states_save_per_rank_and_resume_exactly(tmp_path, tiny_model_dir, 
     for step in (3, 4):
         assert part[step]["loss"] == full[step]["loss"], step
 
-    wrong = base_args(tiny_model_dir, data, tmp_path / "wrong", **{"--max_steps": 4,
-                                                                  "--load_checkpoint": first / "ckpt" / "epoch-0_step-2"})
-    proc = run_distributed(TRAIN, wrong, timeout=400, check=False, env=env)
-    assert proc.returncode != 0 and "--optimizer" in proc.stdout
+    # fp32 AdamW cannot take these states: one line naming the flag to use
+    from colossal_llama2.training.optimizer_states import load_rank_states
+
+    plain = torch.optim.AdamW(torch.nn.Linear(2, 2).parameters())
+    with pytest.raises(UserInputError, match="--optimizer"):
+        load_rank_states(plain, saved)

@@ -51,6 +51,10 @@ def has_rank_states(directory: Path) -> bool:
 
 
 def load_rank_states(optimizer, directory: Path) -> None:
+    inner = torchao_optimizer(optimizer)
+    if inner is None:
+        raise UserInputError(f"{directory} holds --optimizer adamw_bf16/adamw8bit states; resume with the same "
+                             f"--optimizer", where="--load_checkpoint")
     rank, world = _world()
     path = Path(directory) / RANK_FILE.format(rank)
     if not path.is_file():
@@ -61,10 +65,6 @@ def load_rank_states(optimizer, directory: Path) -> None:
     if saved["world_size"] != world:
         raise UserInputError(f"{directory}: low-memory optimizer states were saved by {saved['world_size']} ranks; "
                              f"resume them on as many (this run has {world})", where="--load_checkpoint")
-    inner = torchao_optimizer(optimizer)
-    if inner is None:
-        raise UserInputError(f"{directory} holds --optimizer adamw_bf16/adamw8bit states; resume with the same "
-                             f"--optimizer", where="--load_checkpoint")
     inner.load_state_dict(saved["state_dict"])
 
 
