@@ -25,6 +25,7 @@ import json
 import math
 import os
 import random
+import shlex
 import shutil
 import subprocess
 import sys
@@ -86,18 +87,36 @@ class Experiment:
     cuda: bool = False
     log: list[str] = field(default_factory=list)
 
-    def run(self, cmd: list) -> None:
-        """One stage as its own process; the command is printed and kept for the report."""
-        printable = " ".join(str(c) for c in cmd).replace(str(REPO_ROOT) + "/", "")
-        print(f"$ {printable}", flush=True)
+    def run(self, cmd: list, stage: str) -> None:
+        """One stage as its own process; the command is printed and kept for the report. A stage that finished
+        in an earlier invocation with the same ``--out_dir`` is not run again, so an interrupted experiment
+        continues where it stopped when the command is repeated."""
+        shown = ["python" if c == self.py else str(c).replace(str(REPO_ROOT) + "/", "") for c in cmd]
+        printable = shlex.join(shown)  # copy-pasteable, from the repository root
         self.log.append(printable)
-        proc = subprocess.run([str(c) for c in cmd], cwd=REPO_ROOT, env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)))
+        done = self.out / "stages" / f"{stage}.done"
+        if done.exists():
+            print(f"$ {printable}\n  (finished in an earlier invocation: {done.relative_to(self.out)})", flush=True)
+            return
+        print(f"$ {printable}", flush=True)
+        started = time.time()
+        path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))  # keep the user's
+        proc = subprocess.run([str(c) for c in cmd], cwd=REPO_ROOT, env=dict(os.environ, PYTHONPATH=path))
         if proc.returncode != 0:
             raise SystemExit(f"cpt_quality: stage failed (exit {proc.returncode}): {printable}")
+        done.parent.mkdir(parents=True, exist_ok=True)
+        done.write_text(json.dumps({"command": printable, "seconds": round(time.time() - started, 1)}) + "\n",
+                        encoding="utf-8")
+
+    def stage_seconds(self) -> dict[str, float]:
+        """Wall seconds of every finished stage, whichever invocation ran it."""
+        return {f.stem: json.loads(f.read_text())["seconds"] for f in sorted((self.out / "stages").glob("*.done"))}
 
     def train(self, pretrained: Path, data: Path, name: str, steps: int, lr: float, extra: list[str]) -> Path:
         """train.py on ``data`` for ``steps``; returns the run's save dir (checkpoints epoch-E_step-S)."""
         save_dir = self.out / "runs" / name
+        if not (self.out / "stages" / f"train-{name}.done").exists():
+            shutil.rmtree(save_dir, ignore_errors=True)  # what an interrupted invocation left: start the run again
         nproc = self.args.nproc or 1
         self.run([self.py, "-m", "torch.distributed.run", "--nproc_per_node", nproc, "--master_port",
                   self.args.master_port, "train.py", "--pretrained", pretrained, "--dataset", data,
@@ -105,7 +124,7 @@ class Experiment:
                   self.size["max_length"], "--micro_batch_size", self.size["micro_batch"], "--max_steps", steps,
                   "--num_epochs", 1000, "--lr", lr, "--warmup_steps", max(1, steps // 20), "--save_interval",
                   max(1, steps // CHECKPOINTS_PER_ARM), "--save_dir", save_dir, "--tensorboard_dir", save_dir / "tb",
-                  "--config_file", save_dir / "config.json", "--seed", self.args.seed, *extra])
+                  "--config_file", save_dir / "config.json", "--seed", self.args.seed, *extra], stage=f"train-{name}")
         return save_dir
 
 
@@ -124,7 +143,7 @@ def prepare(exp: Experiment, tokenizer_dir: Path, docs: list[tuple[str, str]], n
     exp.run([exp.py, "prepare_pretrain_dataset.py", "--data_input_dirs", raw, "--tokenizer_dir", tokenizer_dir,
              "--data_cache_dir", exp.out / "data" / name / "cache", "--data_arrow_output_dir", arrow,
              "--max_length", exp.size["max_length"], "--num_spliced_dataset_bins", 1, "--num_proc", 1,
-             "--overwrite"])
+             "--overwrite"], stage=f"prepare-{name}")
     return arrow
 
 
@@ -140,7 +159,7 @@ def build_base(exp: Experiment, english: Corpus) -> Path:
              "num_hidden_layers=int(sys.argv[7]), num_attention_heads=int(sys.argv[8]), "
              "num_key_value_heads=int(sys.argv[8]), max_position_embeddings=int(sys.argv[9]))",
              corpus, exp.out / "base_tokenizer", exp.out / "base_random", s["vocab"], s["hidden"], s["ffn"],
-             s["layers"], s["heads"], s["max_length"]])
+             s["layers"], s["heads"], s["max_length"]], stage="base-init")
     data = prepare(exp, exp.out / "base_tokenizer", [("en", d) for d in english.train], "base_english")
     runs = exp.train(exp.out / "base_random", data, "base", s["base_steps"], s["base_lr"], [])
     return last_checkpoint(runs) / "modeling"
@@ -153,7 +172,7 @@ def extend(exp: Experiment, base: Path, chinese: Corpus) -> Path:
     target = exp.out / "extended_tokenizer"
     exp.run([exp.py, "colossal_llama2/tokenizer/init_tokenizer.py", "--source_tokenizer_dir", base,
              "--target_tokenizer_dir", target, "--train_corpus", corpus, "--num_new_pieces", exp.size["new_pieces"],
-             "--overwrite"])
+             "--overwrite"], stage="extend-tokenizer")
     return target
 
 
@@ -161,7 +180,7 @@ def grow(exp: Experiment, base: Path, tokenizer: Path, init: str) -> Path:
     target = exp.out / f"extended_model_{init}"
     exp.run([exp.py, "colossal_llama2/model/init_model.py", "--source_model_and_tokenizer_path", base,
              "--target_tokenizer_path", tokenizer, "--target_model_path", target, "--init_method", init,
-             "--overwrite"])
+             "--overwrite"], stage=f"grow-{init}")
     return target
 
 
@@ -293,17 +312,40 @@ def arm_models(exp: Experiment, base: Path, extended_tokenizer: Path) -> dict[st
     return models
 
 
-def run_arms(exp: Experiment, base: Path, extended_tokenizer: Path, docs, sets) -> dict[str, dict]:
-    """Every arm trained, then evaluated at each of its checkpoints (the last one also for generation)."""
+def run_arms(exp: Experiment, base: Path, before: dict, extended_tokenizer: Path, docs, sets) -> dict[str, dict]:
+    """Every arm trained, then evaluated at its start (second 0) and at each of its checkpoints (the last one also
+    for generation)."""
     data = {False: prepare(exp, base, docs, "cpt_base_vocab"),
             True: prepare(exp, extended_tokenizer, docs, "cpt_extended_vocab")}
+    starts = {str(base): before}
     results = {}
     for name, model in arm_models(exp, base, extended_tokenizer).items():
+        if str(model) not in starts:
+            starts[str(model)] = evaluate(exp, model, sets)
+        start = {k: v for k, v in starts[str(model)].items() if not k.startswith("generation")}
         points = run_arm(exp, name, model, data[ARMS[name][0]])
-        curve = [{"seconds": round(s, 2), **evaluate(exp, m, sets, generate=(i == len(points) - 1))}
-                 for i, (s, m) in enumerate(points)]
+        curve = [{"seconds": 0.0, **start}]
+        curve += [{"seconds": round(s, 2), **evaluate(exp, m, sets, generate=(i == len(points) - 1))}
+                  for i, (s, m) in enumerate(points)]
         results[name] = {"curve": curve, "final": curve[-1], "model": str(points[-1][1])}
     return results
+
+
+def at_seconds(curve: list[dict], key: str, seconds: float) -> float:
+    """``key`` on a piecewise-linear curve (points at increasing training seconds) at ``seconds``."""
+    for a, b in zip(curve, curve[1:]):
+        if a["seconds"] <= seconds <= b["seconds"]:
+            span = b["seconds"] - a["seconds"]
+            share = (seconds - a["seconds"]) / span if span else 1.0
+            return a[key] + share * (b[key] - a[key])
+    raise ValueError(f"{seconds} s lies outside the curve ({curve[0]['seconds']}-{curve[-1]['seconds']} s)")
+
+
+def equal_time(arms: dict, names: list[str]) -> tuple[float, dict[str, dict[str, float]]]:
+    """Every arm's bits/char at the training seconds of the arm that finished first."""
+    seconds = min(arm["final"]["seconds"] for arm in arms.values())
+    return seconds, {name: {k: at_seconds(arm["curve"], f"bits_per_char/{k}", seconds) for k in names}
+                     for name, arm in arms.items()}
 
 
 def report(exp: Experiment, before: dict, arms: dict, sets: dict[str, list[str]], english: Corpus,
@@ -323,34 +365,59 @@ def report(exp: Experiment, before: dict, arms: dict, sets: dict[str, list[str]]
     lines.append(row("English base (before)", before, ""))
     for name, result in arms.items():
         lines.append(row(name, result["final"], f"{result['final']['seconds']:.0f}"))
-    lines += ["", "Every arm: the same steps, micro-batch and sequence length, so the same tokens; the seconds are "
-              "train.py's own. Commands, in order:", "", "```bash", *exp.log, "```"]
+    seconds, same_time = equal_time(arms, names)
+    lines += ["", f"At equal training seconds ({seconds:.0f} s, the arm that finished first; linear between "
+              "checkpoints):", "", "| model | " + " | ".join(f"bits/char {k}" for k in names) + " |",
+              "|" + "---|" * (len(names) + 1)]
+    lines += [f"| {name} | " + " | ".join(f"{v[k]:.3f}" for k in names) + " |" for name, v in same_time.items()]
+    stages = exp.stage_seconds()
+    lines += ["", f"The stages took {sum(stages.values()):.0f} s of wall time (the training runs "
+              f"{sum(v for k, v in stages.items() if k.startswith('train-')):.0f} s, launches included); "
+              "evaluation comes on top.", "", "Every arm: the same steps, micro-batch and sequence length, so the same tokens; the seconds are "
+              "train.py's own. Commands, in order:", "", "```bash", *dict.fromkeys(exp.log), "```"]
     return "\n".join(lines)
 
 
-def plot(arms: dict, png: Path, language: str = "zh") -> None:
-    import matplotlib
+def plot(arms: dict, png: Path, languages: tuple[str, ...] = ("zh", "en")) -> None:
+    """One panel per language: held-out bits/char against training seconds. The y axis spans the checkpoints
+    and the starts near them (a start far above them is written in the legend) so that the arms can be told
+    apart."""
+    try:
+        import matplotlib
+    except ImportError:
+        print(f"cpt_quality: matplotlib is not installed, so {png.name} was not drawn; install it and run "
+              f"`python benchmarks/cpt_quality.py --plot_only --out_dir {png.parent}`", flush=True)
+        return
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, result in arms.items():
-        curve = result["curve"]
-        ax.plot([p["seconds"] for p in curve], [p[f"bits_per_char/{language}"] for p in curve], marker="o", label=name)
-    ax.set_xlabel("training seconds (continual pre-training)")
-    ax.set_ylabel(f"held-out {language} bits per character")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    fig, axes = plt.subplots(1, len(languages), figsize=(6 * len(languages), 4.5))
+    for ax, language in zip(axes, languages):
+        key = f"bits_per_char/{language}"
+        trained = [p[key] for arm in arms.values() for p in arm["curve"][1:]]
+        for name, result in arms.items():
+            curve = result["curve"]
+            ax.plot([p["seconds"] for p in curve], [p[key] for p in curve], marker="o",
+                    label=f"{name} (start {curve[0][key]:.2f})")
+        span = max(trained) - min(trained)
+        starts = [arm["curve"][0][key] for arm in arms.values()]
+        shown = trained + [v for v in starts if min(trained) - span <= v <= max(trained) + span]
+        span = max(shown) - min(shown)
+        ax.set_ylim(min(shown) - 0.08 * span, max(shown) + 0.08 * span)
+        ax.set_xlabel("training seconds (continual pre-training)")
+        ax.set_ylabel(f"held-out {language} bits per character")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(png, dpi=120)
+    fig.savefig(png, dpi=110)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--english_text", required=True, type=Path, help="English text, one document per line (UTF-8)")
-    p.add_argument("--chinese_text", required=True, type=Path, help="Chinese text, one document per line (UTF-8)")
+    p.add_argument("--english_text", type=Path, help="English text, one document per line (UTF-8); required")
+    p.add_argument("--chinese_text", type=Path, help="Chinese text, one document per line (UTF-8); required")
     p.add_argument("--eval_text", action="append", type=Path, default=[],
                    help="an extra held-out set (any UTF-8 text, one document per line), reported beside the others; "
                         "may be given several times")
@@ -361,14 +428,29 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--nproc", type=int, default=None, help="ranks (GPUs, or CPU processes) per training run")
     p.add_argument("--master_port", type=int, default=29571, help="torchrun master port")
     p.add_argument("--seed", type=int, default=0, help="seed of the held-out split, the data order and training")
-    p.add_argument("--out_dir", type=Path, default=Path("cpt_quality_run"), help="where everything is written")
-    return p.parse_args(argv)
+    p.add_argument("--out_dir", type=Path, default=Path("cpt_quality_run"),
+                   help="where everything is written; repeating the command with the same directory skips the "
+                        "stages that finished")
+    p.add_argument("--plot_only", action="store_true",
+                   help="only draw bits_per_char.png from the results.json already in --out_dir")
+    args = p.parse_args(argv)
+    if not args.plot_only:
+        for flag in ("english_text", "chinese_text"):
+            if getattr(args, flag) is None:
+                raise UserInputError("is required", where=f"--{flag}")
+    return args
 
 
 def main(argv=None) -> int:
     import torch
 
     args = parse_args(argv)
+    if args.plot_only:
+        results = args.out_dir / "results.json"
+        if not results.is_file():
+            raise UserInputError(f"{results} does not exist: run the experiment first", where="--out_dir")
+        plot(json.loads(results.read_text())["arms"], args.out_dir / "bits_per_char.png")
+        return 0
     size = SIZES[args.size]
     if not 0 <= args.replay <= 10:
         raise UserInputError("must be between 0 and 10", where="--replay")
@@ -388,11 +470,13 @@ def main(argv=None) -> int:
     base = build_base(exp, english)
     before = evaluate(exp, base, sets, generate=True)
     extended_tokenizer = extend(exp, base, chinese)
-    arms = run_arms(exp, base, extended_tokenizer, cpt_docs(english, chinese, args.replay, args.seed), sets)
+    arms = run_arms(exp, base, before, extended_tokenizer, cpt_docs(english, chinese, args.replay, args.seed), sets)
     table = report(exp, before, arms, sets, english, chinese)
     (exp.out / "report.md").write_text(table + "\n", encoding="utf-8")
     (exp.out / "results.json").write_text(json.dumps({"before": before, "arms": arms, "size": args.size,
-                                                      "seconds": round(time.time() - started, 1)}, indent=2))
+                                                      "stage_seconds": exp.stage_seconds(),
+                                                      "invocation_seconds": round(time.time() - started, 1)},
+                                                     indent=2))
     plot(arms, exp.out / "bits_per_char.png")
     print("\n" + table.split("\n\nEvery arm")[0], flush=True)
     return 0

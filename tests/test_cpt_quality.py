@@ -44,6 +44,36 @@ def test_bits_per_char_by_hand():
     assert bits_per_char(Uniform(), Chars(), texts, max_length=3) == pytest.approx(math.log2(16))
 
 
+def test_curve_read_at_equal_seconds():
+    sys.path.insert(0, str(REPO_ROOT))
+    from benchmarks.cpt_quality import at_seconds, equal_time
+
+    fast = [{"seconds": 0.0, "bits_per_char/zh": 8.0}, {"seconds": 10.0, "bits_per_char/zh": 4.0}]
+    slow = [{"seconds": 0.0, "bits_per_char/zh": 6.0}, {"seconds": 20.0, "bits_per_char/zh": 2.0}]
+    assert at_seconds(slow, "bits_per_char/zh", 5.0) == pytest.approx(5.0)
+    seconds, table = equal_time({"fast": {"curve": fast, "final": fast[-1]},
+                                 "slow": {"curve": slow, "final": slow[-1]}}, ["zh"])
+    assert seconds == 10.0 and table == {"fast": {"zh": 4.0}, "slow": {"zh": pytest.approx(4.0)}}
+    with pytest.raises(ValueError):
+        at_seconds(fast, "bits_per_char/zh", 11.0)
+
+
+def test_a_repeated_command_skips_the_stages_that_finished(tmp_path, capsys):
+    sys.path.insert(0, str(REPO_ROOT))
+    from benchmarks.cpt_quality import Experiment
+
+    exp = Experiment(args=None, size={}, out=tmp_path)
+    counter = tmp_path / "count.txt"
+    cmd = [sys.executable, "-c", f"import pathlib; p = pathlib.Path({str(counter)!r}); "
+                                 "p.write_text(str(int(p.read_text() or 0) + 1) if p.exists() else '1')"]
+    exp.run(cmd, stage="once")
+    exp.run(cmd, stage="once")
+    assert counter.read_text() == "1" and "finished in an earlier invocation" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="stage failed"):
+        exp.run([sys.executable, "-c", "raise SystemExit(3)"], stage="fails")
+    assert not (tmp_path / "stages" / "fails.done").exists()  # a failed stage runs again next time
+
+
 @pytest.mark.slow
 def test_toy_experiment_runs_every_arm_and_reports(tmp_path):
     english = tmp_path / "en.txt"
@@ -66,13 +96,13 @@ def test_toy_experiment_runs_every_arm_and_reports(tmp_path):
         assert {"bits_per_char/zh", "bits_per_char/en", "bits_per_char/mine", "generation_chars_per_s/zh"} <= set(final)
         # continual pre-training on Chinese lowers the held-out Chinese loss of every arm
         assert final["bits_per_char/zh"] < before["bits_per_char/zh"], name
-        assert len(arm["curve"]) >= 2 and all(b["seconds"] >= a["seconds"] for a, b in zip(arm["curve"], arm["curve"][1:]))
+        assert arm["curve"][0]["seconds"] == 0.0 and len(arm["curve"]) >= 3 and all(b["seconds"] >= a["seconds"] for a, b in zip(arm["curve"], arm["curve"][1:]))
     # the extended vocabulary compresses Chinese: fewer tokens per character than the English base's
     assert arms["b_extended_mean"]["final"]["tokens_per_char/zh"] < 0.8 * before["tokens_per_char/zh"]
     assert arms["a_base_vocab"]["final"]["tokens_per_char/zh"] == before["tokens_per_char/zh"]
     assert arms["b_extended_mean"]["final"]["vocab_size"] > before["vocab_size"]
     report = (out / "report.md").read_text(encoding="utf-8")
-    assert "bits/char mine" in report and "init_tokenizer.py" in report and "train.py" in report
+    assert "At equal training seconds" in report and "bits/char mine" in report and "init_tokenizer.py" in report and "train.py" in report
     assert (out / "bits_per_char.png").stat().st_size > 1000
     bad = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "cpt_quality.py"), "--english_text",
                           tmp_path / "nope.txt", "--chinese_text", chinese], cwd=REPO_ROOT, env=child_env(),
