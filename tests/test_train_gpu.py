@@ -164,7 +164,7 @@ def test_fp8_trains_like_bf16(tmp_path, tiny_model_dir, gpu_data, choice):
               "--max_steps", 6, "-s", 1, "--no_save", "--config_file", tmp_path / "c.json", "--seed", 3,
               "--compile", "--fused_ops", "on"]  # both runs compiled: fp8's casts fuse into the layers' graphs
     runs = {}
-    for name, extra in (("bf16", []), ("fp8", ["--fp8", choice, "--fp8_experimental"])):
+    for name, extra in (("bf16", []), ("fp8", ["--fp8", choice, *(["--fp8_experimental"] if choice == "rowwise" else [])])):
         proc = run_distributed(TRAIN, [*common, *extra, "--tensorboard_dir", tmp_path / name], nproc=1, timeout=600)
         runs[name] = metrics(tmp_path / name)
     assert f"fp8 linears ({choice})" in proc.stdout
@@ -231,7 +231,7 @@ def test_fast_paths_apply_to_each_family(tmp_path, llama3_tokenizer_dir, qwen2_t
 # Two runs beside the reference: the layers compiled with the packed-document (varlen) attention kernel, compared
 # tightly; and fp8 (compiled too, as it must be), compared within fp8's error.
 FAMILY_PATHS = {"compiled_varlen": ["--compile", "--attention", "varlen"],
-                "fp8": ["--compile", "--fp8", "tensorwise", "--fp8_experimental"]}
+                "fp8": ["--compile", "--fp8", "tensorwise"]}
 
 
 @pytest.mark.parametrize("family", ["llama3", "qwen2", "mistral"])
@@ -260,8 +260,9 @@ def test_compile_fp8_and_varlen_apply_to_each_family(tmp_path, llama3_tokenizer_
     assert kernel["compiled_varlen"] != kernel["reference"] and "varlen" in kernel["compiled_varlen"], kernel
     for name in FAMILY_PATHS:
         diffs = [abs(runs[name][s]["loss"] - row["loss"]) for s, row in runs["reference"].items()]
-        if name == "fp8":  # fp8's error compounds over lr 1e-2 updates (see test_fp8_trains_like_bf16)
-            assert 0 < max(diffs[:3]) < 0.03 and max(diffs) < 0.2, (name, diffs)
+        if name == "fp8":  # step 1 differs by fp8's forward error alone; later steps compound it over lr 1e-2
+            # updates (seen up to 0.07 at step 3 on one H200; see test_fp8_trains_like_bf16)
+            assert 0 < diffs[0] < 0.01 and max(diffs) < 0.15, (name, diffs)
         else:
             assert max(diffs) < 2e-2 + 1e-2 * runs["reference"][1]["loss"], (name, diffs)
             assert runs[name][1]["grad_norm"] == pytest.approx(runs["reference"][1]["grad_norm"], rel=1e-2), name
