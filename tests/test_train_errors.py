@@ -125,11 +125,11 @@ HOPPER = (9, 0)
     ("rowwise", "3d", HOPPER, 4096, True, "not 3d"),
     ("rowwise", "zero2", HOPPER, 4000 + 1, True, "--max_length divisible by 16 (got 4001)"),
     ("tensorwise", "zero2", (8, 0), 4096, True, "compute capability 8.9"),
-    ("tensorwise", "zero2", HOPPER, 4096, False, "fp8 ships when it is 1.2x the best bf16 path with the loss"),
+    ("rowwise", "zero2", HOPPER, 4096, False, "fp8 ships when it is 1.2x the best bf16 path with the loss"),
 ], ids=["gemini", "3d", "max-length", "ampere", "not-experimental"])
 def test_fp8_refusals(choice, plugin, capability, max_length, experimental, says):
     """--fp8 names the flag for a plugin that cannot run it, a --max_length fp8 cannot pad to, a GPU without
-    fp8, and, while it is below its speed bar, a run without --fp8_experimental."""
+    fp8, and rowwise (below the bar fp8 ships at) without --fp8_experimental."""
     from colossal_llama2.training.fp8 import check_fp8
 
     with pytest.raises(UserInputError) as err:
@@ -137,6 +137,16 @@ def test_fp8_refusals(choice, plugin, capability, max_length, experimental, says
     assert err.value.where == "--fp8" and says in str(err.value), str(err.value)
     if experimental:
         assert "--fp8_experimental" not in str(err.value)
+
+
+def test_fp8_tensorwise_needs_no_experimental_flag():
+    """tensorwise met its bar: accepted on zero2/zero2_cpu without --fp8_experimental (with torchao present)."""
+    from colossal_llama2.training.fp8 import check_fp8
+    from tests.helpers.optional import import_torchao
+
+    import_torchao()
+    for plugin in ("zero2", "zero2_cpu"):
+        check_fp8("tensorwise", plugin=plugin, capability=HOPPER, experimental=False, max_length=4096)
 
 
 def test_fp8_filter_leaves_lm_head_and_odd_shapes_in_bf16():
