@@ -106,3 +106,27 @@ def test_qwen2_shapes_run_in_train_py_and_the_peer(tmp_path):
     assert [r["ok"] for r in rows] == [True, True]
     assert json.loads((out / "models" / "qwen2_tiny" / "config.json").read_text())["model_type"] == "qwen2"
     assert '"model": "qwen2"' in (out / "qwen2_tiny-fsdp2-peer-plain" / "log.txt").read_text()
+
+
+def test_offload_bound_scales_each_part_to_the_model(tmp_path, monkeypatch):
+    """benchmarks/offload_bound.py: each part's time on a chunk scaled to the shape's parameter count, and the
+    bounds are the sum and the maximum of the parts."""
+    import sys
+
+    sys.path.insert(0, str(REPO_ROOT))
+    from benchmarks.offload_bound import bound, main
+
+    out = tmp_path / "bound.json"
+    assert main(["--shape", "tiny", "--chunk_m", "0.05", "--repeats", "2", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["params"] == 128 * 2048 * 2 + 2 * (4 * 128 * 128 + 3 * 128 * 352 + 2 * 128) + 128
+    parts = result["seconds"]
+    assert result["serial_bound_s"] == pytest.approx(sum(v for k, v in parts.items()
+                                                         if k == "host_adam" or k.endswith("_pinned")), abs=2e-3)
+    assert result["overlapped_bound_s"] == pytest.approx(max([parts["host_adam"], *(v for k, v in parts.items()
+                                                                                    if k.endswith("_pinned"))]), abs=1e-3)
+    assert parts["host_adam"] > 0
+    import benchmarks.offload_bound as offload_bound
+
+    monkeypatch.setattr(offload_bound, "median_seconds", lambda fn, repeats, sync=None: 0.5)  # per chunk
+    assert bound(10_000_000, 2_000_000, repeats=1)["seconds"]["host_adam"] == pytest.approx(2.5)

@@ -222,8 +222,8 @@ def load_checkpoint(booster, model, optimizer, lr_scheduler, path: str | os.Path
     else:
         booster.load_optimizer(optimizer, str(single if single.is_file() else path / "optimizer"))
     masters = load_master_weights(optimizer, path / "optimizer")
-    if "re-derived" in masters:
-        logger.warning("%s: %s", path, masters)
+    if masters.rounded:
+        logger.warning("%s: %s", path, masters.message)
     booster.load_lr_scheduler(lr_scheduler, str(path / "lr_scheduler"))
     states = json.loads((path / RUNNING_STATES).read_text(encoding="utf-8"))
     rng = states.get("rng_states") or []

@@ -17,6 +17,7 @@ must then use the same number of data-parallel ranks, which the load checks.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
@@ -96,27 +97,34 @@ def save_master_weights(optimizer, directory: Path) -> bool:
     return True
 
 
-def load_master_weights(optimizer, directory: Path) -> str:
+class MasterLoad(NamedTuple):
+    """What ``load_master_weights`` did: ``rounded`` when the masters were re-derived from the bf16 weights
+    (the resume then differs from the uninterrupted run by that rounding)."""
+    rounded: bool
+    message: str
+
+
+def load_master_weights(optimizer, directory: Path) -> MasterLoad:
     """After the model's bf16 weights are loaded: this rank's fp32 master shards, where the checkpoint has them
-    for this number of ranks. Returns what happened, for the log."""
+    for this number of ranks."""
     zero = _zero_optimizer_with_masters(optimizer)
     if zero is None:
-        return "no fp32 master weights"
+        return MasterLoad(False, "no fp32 master weights")
     from safetensors import safe_open
 
     rank, world = _world()
     path = Path(directory) / MASTER_FILE.format(rank)
     if not path.is_file():
-        return "fp32 master weights re-derived from the bf16 weights (the checkpoint has none)"
+        return MasterLoad(True, "fp32 master weights re-derived from the bf16 weights (the checkpoint has none)")
     with safe_open(str(path), framework="pt") as f:
         saved_world = int(f.metadata().get("world_size", -1))
         if saved_world != world:
-            return (f"fp32 master weights re-derived from the bf16 weights (saved by {saved_world} ranks, this run "
-                    f"has {world})")
+            return MasterLoad(True, f"fp32 master weights re-derived from the bf16 weights (saved by {saved_world} "
+                                    f"ranks, this run has {world})")
         shards = _master_shards(zero)
         if set(f.keys()) != set(shards):
             raise UserInputError(f"{path} does not match this model's parameters", where="--load_checkpoint")
         with torch.no_grad():
             for name, master in shards.items():
                 master.copy_(f.get_tensor(name))
-    return "fp32 master weights restored"
+    return MasterLoad(False, "fp32 master weights restored")
