@@ -227,23 +227,37 @@ def load(model_dir: Path, device: str):
     return load_model_and_tokenizer(str(model_dir), device)
 
 
-def bits_per_char(model, tokenizer, texts: list[str], max_length: int) -> float:
-    """Summed next-token loss over every token after the first of each document (chunks of ``max_length``),
-    divided by the documents' characters, in bits."""
+def bits_per_char(model, tokenizer, texts: list[str], max_length: int, batch_tokens: int = 8192) -> float:
+    """Summed next-token loss over every token after the first of each document (chunks of ``max_length`` that
+    overlap by one token, so each token is predicted once), divided by the documents' characters, in bits.
+    Chunks of similar length are batched, right-padded; the padding comes after every real token of its row, so
+    causal attention keeps it out of their predictions, and its positions are left out of the sum."""
     import torch
 
     device = next(model.parameters()).device
-    nats, chars = 0.0, 0
+    chunks, chars = [], 0
+    for text in texts:
+        ids = tokenizer(text)["input_ids"]
+        chars += len(text)
+        chunks += [ids[start:start + max_length] for start in range(0, len(ids) - 1, max_length - 1)
+                   if len(ids[start:start + max_length]) >= 2]
+    chunks.sort(key=len)
+    nats = 0.0
     with torch.no_grad():
-        for text in texts:
-            ids = tokenizer(text)["input_ids"]
-            chars += len(text)
-            for start in range(0, len(ids) - 1, max_length - 1):
-                chunk = torch.tensor([ids[start:start + max_length]], device=device)
-                if chunk.shape[1] < 2:
-                    continue
-                logits = model(chunk).logits.float()
-                nats += torch.nn.functional.cross_entropy(logits[0, :-1], chunk[0, 1:], reduction="sum").item()
+        while chunks:
+            width = len(chunks[-1])
+            rows = min(len(chunks), max(1, batch_tokens // width))
+            batch, chunks = chunks[-rows:], chunks[:-rows]
+            ids = torch.zeros(len(batch), width, dtype=torch.long)
+            labels = torch.full((len(batch), width), -100, dtype=torch.long)
+            for row, chunk in enumerate(batch):
+                ids[row, :len(chunk)] = torch.tensor(chunk)
+                labels[row, :len(chunk)] = ids[row, :len(chunk)]
+            ids, labels = ids.to(device), labels.to(device)
+            logits = model(ids).logits.float()
+            nats += torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]),
+                                                      labels[:, 1:].reshape(-1), ignore_index=-100,
+                                                      reduction="sum").item()
     return nats / math.log(2) / max(chars, 1)
 
 

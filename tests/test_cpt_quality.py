@@ -44,6 +44,27 @@ def test_bits_per_char_by_hand():
     assert bits_per_char(Uniform(), Chars(), texts, max_length=3) == pytest.approx(math.log2(16))
 
 
+def test_bits_per_char_batched_equals_one_chunk_at_a_time():
+    """Right padding in a batch leaves every real token's prediction as it is alone (causal attention)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    sys.path.insert(0, str(REPO_ROOT))
+    from benchmarks.cpt_quality import bits_per_char
+
+    class Chars:
+        def __call__(self, text, **_):
+            return {"input_ids": [0] + [1 + (ord(c) % 15) for c in text]}
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=16, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=4, max_position_embeddings=64)).eval()
+    texts = ["the quick brown fox", "jumps", "over the lazy dog and far away", "ok"]
+    alone = bits_per_char(model, Chars(), texts, max_length=8, batch_tokens=1)
+    batched = bits_per_char(model, Chars(), texts, max_length=8, batch_tokens=64)
+    assert batched == pytest.approx(alone, rel=1e-5) and alone > 0
+
+
 def test_curve_read_at_equal_seconds():
     sys.path.insert(0, str(REPO_ROOT))
     from benchmarks.cpt_quality import at_seconds, equal_time
