@@ -14,6 +14,7 @@
 
     python benchmarks/cpt_quality.py --english_text en.txt --chinese_text zh.txt --size small --out_dir cpt_run
     python benchmarks/cpt_quality.py ... --eval_text my_heldout.txt      # any UTF-8 text, one document per line
+    python benchmarks/cpt_quality.py ... --arms a,c                      # a subset of the arms
 
 Every stage is the command a user would run (printed as it runs), so one arm can be rerun alone.
 Writes ``results.json``, ``report.md`` and ``bits_per_char.png`` to ``--out_dir``.
@@ -319,7 +320,8 @@ def arm_models(exp: Experiment, base: Path, extended_tokenizer: Path) -> dict[st
     """The starting model of each arm: the base itself, or the base grown to the extended vocabulary."""
     grown = {}
     models = {}
-    for name, (extended, init, _) in ARMS.items():
+    for name in exp.args.arms:
+        extended, init, _ = ARMS[name]
         if extended and init not in grown:
             grown[init] = grow(exp, base, extended_tokenizer, init)
         models[name] = grown[init] if extended else base
@@ -445,9 +447,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out_dir", type=Path, default=Path("cpt_quality_run"),
                    help="where everything is written; repeating the command with the same directory skips the "
                         "stages that finished")
+    p.add_argument("--arms", default="a,b,c,d",
+                   help="the arms to run, by letter or name, comma-separated: " + ", ".join(ARMS))
     p.add_argument("--plot_only", action="store_true",
                    help="only draw bits_per_char.png from the results.json already in --out_dir")
     args = p.parse_args(argv)
+    by_letter = {name[0]: name for name in ARMS}
+    arms = [by_letter.get(a.strip(), a.strip()) for a in args.arms.split(",") if a.strip()]
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown or not arms:
+        raise UserInputError(f"unknown arm(s) {', '.join(unknown) or '(none given)'}; the arms are "
+                             f"{', '.join(ARMS)}", where="--arms")
+    args.arms = list(dict.fromkeys(arms))
     if not args.plot_only:
         for flag in ("english_text", "chinese_text"):
             if getattr(args, flag) is None:

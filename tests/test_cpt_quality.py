@@ -79,6 +79,19 @@ def test_curve_read_at_equal_seconds():
         at_seconds(fast, "bits_per_char/zh", 11.0)
 
 
+def test_arms_chosen_by_letter_or_name():
+    sys.path.insert(0, str(REPO_ROOT))
+    from benchmarks.cpt_quality import parse_args
+    from colossal_llama2.utils.errors import UserInputError
+
+    common = ["--english_text", "en.txt", "--chinese_text", "zh.txt"]
+    assert parse_args([*common, "--arms", "d, a_base_vocab,d"]).arms == ["d_extended_mean_embeddings_first",
+                                                                         "a_base_vocab"]
+    assert len(parse_args(common).arms) == 4
+    with pytest.raises(UserInputError, match="unknown arm"):
+        parse_args([*common, "--arms", "a,x"])
+
+
 def test_a_repeated_command_skips_the_stages_that_finished(tmp_path, capsys):
     sys.path.insert(0, str(REPO_ROOT))
     from benchmarks.cpt_quality import Experiment
