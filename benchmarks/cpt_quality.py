@@ -389,7 +389,8 @@ def report(exp: Experiment, before: dict, arms: dict, sets: dict[str, list[str]]
     stages = exp.stage_seconds()
     lines += ["", f"The stages took {sum(stages.values()):.0f} s of wall time (the training runs "
               f"{sum(v for k, v in stages.items() if k.startswith('train-')):.0f} s, launches included); "
-              "evaluation comes on top.", "", "Every arm: the same steps, micro-batch and sequence length, so the same tokens; the seconds are "
+              "evaluation comes on top.", "",
+              "Every arm: the same steps, micro-batch and sequence length, so the same tokens; the seconds are "
               "train.py's own. Commands, in order:", "", "```bash", *dict.fromkeys(exp.log), "```"]
     return "\n".join(lines)
 

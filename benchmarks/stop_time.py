@@ -32,6 +32,7 @@ def main() -> int:
     p.add_argument("--plugin", default="zero2", help="train.py --plugin")
     p.add_argument("--nproc", type=int, default=1, help="GPUs (processes)")
     p.add_argument("--seq_len", type=int, default=4096, help="sequence length")
+    p.add_argument("--master_port", type=int, default=29581, help="torchrun master port")
     p.add_argument("--steps_before_stop", type=int, default=4, help="logged steps before the Ctrl-C")
     p.add_argument("--out_dir", default="stop_time", help="model, data, log and metrics")
     p.add_argument("--save_dir", default=None, help="checkpoint dir (default: OUT_DIR/ckpt); use the real disk")
@@ -44,7 +45,8 @@ def main() -> int:
                              samples=64 * args.nproc, docs_per_sample=1)
     save_dir = Path(args.save_dir or out / "ckpt")
     cmd = [sys.executable, "-m", "colossal_llama2.launch", sys.executable, "-m", "torch.distributed.run",
-           "--nproc_per_node", str(args.nproc), str(REPO_ROOT / "train.py"), "--pretrained", str(model_dir),
+           "--nproc_per_node", str(args.nproc), "--master_port", str(args.master_port),
+           str(REPO_ROOT / "train.py"), "--pretrained", str(model_dir),
            "--random_init", "--dataset", str(data_dir), "--plugin", args.plugin, "--max_length", str(args.seq_len),
            "--mixed_precision", "bf16", "--save_dir", str(save_dir), "--tensorboard_dir", str(out / "tb"),
            "--config_file", str(out / "config.json"), "--save_interval", "100000", "--num_epochs", "100"]

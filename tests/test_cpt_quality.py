@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.helpers.distributed import REPO_ROOT
+from tests.helpers.distributed import REPO_ROOT, free_port
 from tests.helpers.distributed import test_env as child_env
 
 DEMO = REPO_ROOT / "examples" / "demo_data"
@@ -118,25 +118,30 @@ def test_toy_experiment_runs_every_arm_and_reports(tmp_path):
     mine.write_text("小狗在公园里跑。\n今天的天气很好。\nThe dog runs in the park.\n", encoding="utf-8")
     out = tmp_path / "run"
     proc = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "cpt_quality.py"), "--english_text", english,
-                           "--chinese_text", chinese, "--eval_text", mine, "--size", "toy", "--out_dir", out],
+                           "--chinese_text", chinese, "--eval_text", mine, "--size", "toy", "--out_dir", out,
+                           "--master_port", str(free_port()), "--arms", "a,c,d"],  # b is d without its first phase
                           cwd=REPO_ROOT, env=child_env(), capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     results = json.loads((out / "results.json").read_text())
     before, arms = results["before"], results["arms"]
-    assert set(arms) == {"a_base_vocab", "b_extended_mean", "c_extended_subword_mean",
-                         "d_extended_mean_embeddings_first"}
+    assert set(arms) == {"a_base_vocab", "c_extended_subword_mean", "d_extended_mean_embeddings_first"}
     for name, arm in arms.items():
         final = arm["final"]
         assert {"bits_per_char/zh", "bits_per_char/en", "bits_per_char/mine", "generation_chars_per_s/zh"} <= set(final)
         # continual pre-training on Chinese lowers the held-out Chinese loss of every arm
         assert final["bits_per_char/zh"] < before["bits_per_char/zh"], name
-        assert arm["curve"][0]["seconds"] == 0.0 and len(arm["curve"]) >= 3 and all(b["seconds"] >= a["seconds"] for a, b in zip(arm["curve"], arm["curve"][1:]))
+        seconds = [point["seconds"] for point in arm["curve"]]
+        assert seconds[0] == 0.0 and len(seconds) >= 3 and seconds == sorted(seconds), (name, seconds)
     # the extended vocabulary compresses Chinese: fewer tokens per character than the English base's
-    assert arms["b_extended_mean"]["final"]["tokens_per_char/zh"] < 0.8 * before["tokens_per_char/zh"]
+    for extended in ("c_extended_subword_mean", "d_extended_mean_embeddings_first"):
+        assert arms[extended]["final"]["tokens_per_char/zh"] < 0.8 * before["tokens_per_char/zh"]
+        assert arms[extended]["final"]["vocab_size"] > before["vocab_size"]
     assert arms["a_base_vocab"]["final"]["tokens_per_char/zh"] == before["tokens_per_char/zh"]
-    assert arms["b_extended_mean"]["final"]["vocab_size"] > before["vocab_size"]
+    # d's first phase trains only the embeddings: its curve has that phase's checkpoints too
+    assert len(arms["d_extended_mean_embeddings_first"]["curve"]) > len(arms["c_extended_subword_mean"]["curve"])
     report = (out / "report.md").read_text(encoding="utf-8")
-    assert "At equal training seconds" in report and "bits/char mine" in report and "init_tokenizer.py" in report and "train.py" in report
+    for expected in ("At equal training seconds", "bits/char mine", "init_tokenizer.py", "train.py"):
+        assert expected in report, expected
     assert (out / "bits_per_char.png").stat().st_size > 1000
     bad = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "cpt_quality.py"), "--english_text",
                           tmp_path / "nope.txt", "--chinese_text", chinese], cwd=REPO_ROOT, env=child_env(),
