@@ -129,14 +129,14 @@ def _add_kernel_args(group) -> None:
            "shardformer model computes the loss.")
     a("--compile", action="store_true",
       help="Experimental: torch.compile each decoder layer, all layers sharing one graph (zero2, zero2_cpu, "
-           "ddp). Measured barely faster: no gain at the 1b shape on an H100, +0.2-0.4% at 16 of 7b's layers "
+           "ddp). Measured barely faster: no gain at the 1b shape on an H100, +0.2-0.4%% at 16 of 7b's layers "
            "on an H200. Use it with --fp8.")
     a("--fp8", default="off", choices=FP8_CHOICES,
       help="fp8 matmuls in the decoder layers' linear projections, torchao's float8 training with per-tensor "
            "(tensorwise) or per-row (rowwise, experimental: needs --fp8_experimental) dynamic scales (zero2, "
            "zero2_cpu; use with --compile --fused_ops on; a GPU of compute capability 8.9+; pip install -e .[gpu]). "
            "tensorwise measured 1.19x zero2's bf16 defaults at micro-batch 1 and 1.29x at 2 (16 of 7b's layers, "
-           "one H200), the loss within 1% of bf16's over 200 steps.")
+           "one H200), the loss within 1%% of bf16's over 200 steps.")
     a("--fp8_experimental", action="store_true",
       help="Run an --fp8 choice that has not met the bar it ships at (speed and loss parity): rowwise; for "
            "measurements.")
