@@ -47,10 +47,10 @@ def test_inference_sampling_is_reproducible_with_seed(tiny_model_dir):
             "--do_sample", "True", "--temperature", "1.0", "--seed", "7", "--input_txt", PROMPT]
     a, b = run_script(args), run_script(args)
     assert a.returncode == 0 and a.stdout == b.stdout
-    # sampling is really on: other seeds give other text, and the greedy continuation is not what sampling gave
-    others = {run_script(args[:-4] + ["--seed", str(seed), "--input_txt", PROMPT]).stdout for seed in (8, 9, 10)}
+    # sampling is really on: another seed gives other text, and the greedy continuation is not what sampling gave
+    other = run_script(args[:-4] + ["--seed", "8", "--input_txt", PROMPT]).stdout
     greedy_out = run_script([arg if arg != "True" else "False" for arg in args]).stdout
-    assert len(others | {a.stdout}) >= 3 and greedy_out != a.stdout
+    assert other.strip() and other != a.stdout and greedy_out != a.stdout
 
 
 def test_inference_errors_are_clear(tiny_model_dir, tmp_path):
