@@ -129,13 +129,15 @@ def test_fast_zero_step_trains_like_the_library_step(tmp_path, tiny_model_dir, g
         assert runs["fast"][step]["loss"] == pytest.approx(row["loss"], rel=1e-2, abs=1e-2), step
 
 
+@pytest.mark.parametrize("offload", [False, True], ids=["zero2", "zero2_cpu"])
 @pytest.mark.parametrize("nproc", [1, 2], ids=["1gpu", "2gpus"])
-def test_fused_zero_step_updates_exactly_like_the_library(nproc):
+def test_fused_zero_step_updates_exactly_like_the_library(nproc, offload):
     """The gradient reduction and optimizer step alone, same gradients: master weights, Adam states and bf16
-    weights as colossalai's."""
+    weights as colossalai's (zero2_cpu: the pipelined offloaded step, its states in host memory)."""
     if torch.cuda.device_count() < nproc:
         pytest.skip(f"needs {nproc} GPUs")
-    proc = run_distributed(REPO_ROOT / "tests" / "scripts" / "zero_step_equivalence.py", nproc=nproc, timeout=300)
+    proc = run_distributed(REPO_ROOT / "tests" / "scripts" / "zero_step_equivalence.py",
+                           ["--offload"] if offload else [], nproc=nproc, timeout=300)
     assert proc.stdout.count("EQUIVALENT") == nproc, proc.stdout[-3000:]
 
 

@@ -12,8 +12,9 @@ spends a large share of a step outside Adam itself:
   instead (all states on the GPU: zero2), or, with CPU offload, multiplies with one ``torch._foreach_mul_``
   and only when the factor is not 1.
 
-Both replace methods on the optimizer instance only (zero2_cpu keeps them); the numbers are the library's (the norm accumulated in
+Both replace methods on the optimizer instance only; the numbers are the library's (the norm accumulated in
 fp32 instead of fp64: relative difference ~1e-7 on the reported grad norm; x / s instead of x * (1 / s)).
+With the states in host memory (zero2_cpu), ``zero_offload.offload_step`` replaces the whole step.
 
 With every state on the GPU (zero2), ``fused_zero_step`` replaces the whole step. The library's step copies
 each gradient shard to fp32 (``grad.to(fp32)``: 6 bytes of memory traffic per parameter and a transient fp32
@@ -192,25 +193,34 @@ def start_publishing(self, triples: list[tuple]) -> list:
     form: the input is the output's own slot), started asynchronously: returns their handles."""
     slots, gathers = [], []
     for working, master, _ in triples:
-        padded = self._working_param_to_padded_working_param[working]
-        if padded.data_ptr() != working.data_ptr():
-            raise RuntimeError("zero2 --zero_step fast: a working parameter no longer shares storage with its "
-                               "padded buffer (was its .data replaced?); use --zero_step library")
-        store = self.pid_to_bucket_store[id(working)]
-        slot = padded[store.local_rank * master.numel():(store.local_rank + 1) * master.numel()]
+        padded, slot, world_size = working_slot(self, working, master)
         slots.append(slot)
-        if store.world_size > 1:
+        if world_size > 1:
             gathers.append((padded, slot, self.param_to_pg[working]))
     if slots:  # (foreach kernels refuse empty lists)
         torch._foreach_copy_(slots, [master for _, master, _ in triples])
     return [dist.all_gather_into_tensor(padded, slot, group=pg, async_op=True) for padded, slot, pg in gathers]
 
 
-def speed_up_zero_optimizer(optimizer, gather_chunk_numel: int | None = None) -> str | None:
+def working_slot(self, working, master) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """The padded working weight, this rank's slot in it (where ``master``'s cast goes) and the gather's size."""
+    padded = self._working_param_to_padded_working_param[working]
+    if padded.data_ptr() != working.data_ptr():
+        raise RuntimeError("zero2 --zero_step fast: a working parameter no longer shares storage with its "
+                           "padded buffer (was its .data replaced?); use --zero_step library")
+    store = self.pid_to_bucket_store[id(working)]
+    return padded, padded[store.local_rank * master.numel():(store.local_rank + 1) * master.numel()], store.world_size
+
+
+def speed_up_zero_optimizer(optimizer, gather_chunk_numel: int | None = None,
+                            offload_chunk_numel: int | None = None) -> str | None:
     """Install both on a boosted LowLevelZeroOptimizer (the Booster's OptimizerWrapper or the optimizer);
     returns what was installed, for the log, or None when ``optimizer`` is not one. ``gather_chunk_numel``:
-    the fused step's chunk (``update_and_publish``)."""
+    the fused step's chunk (``update_and_publish``); ``offload_chunk_numel``: the offloaded step's
+    (``zero_offload.offload_step``)."""
     from colossalai.zero.low_level.low_level_optim import LowLevelZeroOptimizer
+
+    from .zero_offload import install_offload_step
 
     inner = optimizer if isinstance(optimizer, LowLevelZeroOptimizer) else getattr(optimizer, "optim", None)
     if not isinstance(inner, LowLevelZeroOptimizer):
@@ -219,6 +229,9 @@ def speed_up_zero_optimizer(optimizer, gather_chunk_numel: int | None = None) ->
 
     inner._compute_grad_norm = types.MethodType(grad_norm_fp32, inner)
     inner._unscale_and_clip_grads = types.MethodType(unscale_and_clip_grads, inner)
+    if install_offload_step(inner, offload_chunk_numel):
+        return ("gradient norm in fp32 with foreach kernels; offloaded step pipelined: gradients down and weights "
+                "up through pinned buffers while the host updates (training/zero_offload.py)")
     if (type(inner.optim) is HybridAdam and not inner._cpu_offload and inner._master_weights
             and getattr(inner.optim, "offloader", None) is None and not inner._overlap_allgather
             and not inner._fp8_communication and len(inner.pg_to_grad_store) == 1):

@@ -9,11 +9,18 @@ identical gradients every step, and whatever differs beyond rounding is the step
 depends on the weights, one fp32 ulp that flips a bf16 rounding changes the next gradients at the 1e-3 level,
 measured on an H200, which would hide a real defect of that size.) Prints the largest differences, per tensor
 relative to its largest magnitude, and "EQUIVALENT" when they are at rounding level (the library multiplies
-the gradients by 1/s in fp32 where the Adam kernel divides them by s)."""
+the gradients by 1/s in fp32 where the Adam kernel divides them by s).
+
+With ``--offload`` the same for ``cpu_offload`` (zero2_cpu): zero_offload's pipelined step, in chunks smaller
+than a weight, against the library's, both running colossalai's CPU Adam kernel on host masters and states."""
 from __future__ import annotations
+
+import sys
 
 import torch
 import torch.distributed as dist
+
+OFFLOAD = "--offload" in sys.argv[1:]
 
 
 def build(fused: bool):
@@ -31,9 +38,11 @@ def build(fused: bool):
     model = torch.nn.Sequential(torch.nn.Linear(64, 257), torch.nn.Linear(257, 33)).cuda().to(torch.bfloat16)
     adam = HybridAdam([{"params": list(model[0].parameters()), "weight_decay": 0.1},
                        {"params": list(model[1].parameters()), "weight_decay": 0.0}], lr=1e-2)
-    optimizer = LowLevelZeroOptimizer(adam, partition_grad=True, overlap_communication=True, clip_grad_norm=0.05)
+    optimizer = LowLevelZeroOptimizer(adam, partition_grad=True, overlap_communication=True, clip_grad_norm=0.05,
+                                      cpu_offload=OFFLOAD)
     if fused:
-        assert "bf16 gradients straight into the Adam kernel" in speed_up_zero_optimizer(optimizer)
+        installed = speed_up_zero_optimizer(optimizer, offload_chunk_numel=4096)
+        assert ("offloaded step pipelined" if OFFLOAD else "bf16 gradients straight into the Adam kernel") in installed
         assert "reduce-scattered with AVG" in speed_up_zero_reduction(optimizer)
     return model, optimizer
 
@@ -71,6 +80,7 @@ def main() -> None:
     for name, lib, new in (("master", lib_m, new_m), ("adam state", lib_s, new_s), ("working", lib_w, new_w)):
         worst[name] = max(float((a.float() - b.float()).abs().max() / a.float().abs().max().clamp_min(1e-30))
                           for a, b in zip(lib, new))
+    assert all(m.device.type == ("cpu" if OFFLOAD else "cuda") for m in new_m)
     print(f"rank {dist.get_rank()}: largest difference / tensor scale {worst}; weights moved by up to {moved:.3g}",
           flush=True)
     # fp32 rounding for the fp32 tensors; a bf16 weight may round the other way (1 ulp: 2^-8 of its magnitude)
