@@ -12,12 +12,14 @@ over several) and runs three things at once:
 * a download stream casts the next chunk's gradient shards to fp32 into a GPU staging buffer and copies it into
   pinned host memory (DMA at full PCIe speed, no host thread involved);
 * the host runs the Adam update of this chunk (colossalai's CPU Adam kernel for HybridAdam, the same call its
-  step makes) and casts the updated masters into a pinned buffer of the working dtype;
-* an upload stream copies the previous chunk's weights from that buffer straight into their slots of the working
-  weights: half the bytes of the library's fp32 copy.
+  step makes);
+* an upload stream copies the previous chunk's fp32 masters into a GPU staging buffer and casts them into their
+  slots of the working weights. The masters are page-locked in place once (``cudaHostRegister``), so this is
+  DMA too: the host spends no time on casts or copies, only on Adam.
 
 Two buffers of each kind alternate, so the step's time is that of its slowest part (normally the host's Adam)
-plus one chunk, not the sum of all three. The numbers are the library's: the same kernel on the same fp32
+plus one chunk, not the sum of all three. Page-locking costs nothing extra in memory (the masters' own pages are
+locked, 4 bytes per parameter); where the driver refuses it, the uploads still happen, synchronously. The numbers are the library's: the same kernel on the same fp32
 gradients; the clipping factor is handed to the kernel (which divides) instead of a multiplication by its
 inverse beforehand, a difference at fp32 rounding. The optimizer's state keeps its layout (``step``,
 ``exp_avg``, ``exp_avg_sq`` per master tensor), so checkpoints load either way.
@@ -128,17 +130,15 @@ class OffloadPipe:
     """The double buffers, streams and events of ``offload_step``, made once and kept between steps. Without
     CUDA (the CPU tests) the same order runs with ordinary buffers and no streams."""
 
-    def __init__(self, chunk_numel: int, device: torch.device, working_dtype: torch.dtype):
+    def __init__(self, chunk_numel: int, device: torch.device):
         self.cuda = device.type == "cuda"
         self.chunk_numel = chunk_numel
-        pinned = {"pin_memory": True} if self.cuda else {}
-        self.host_grads = [torch.empty(chunk_numel, dtype=torch.float32, **pinned) for _ in range(2)]
-        self.host_weights = [torch.empty(chunk_numel, dtype=working_dtype, **pinned) for _ in range(2)]
+        self.host_grads = [torch.empty(chunk_numel, dtype=torch.float32, pin_memory=self.cuda) for _ in range(2)]
         if self.cuda:
-            self.staging = [torch.empty(chunk_numel, dtype=torch.float32, device=device) for _ in range(2)]
+            self.grad_staging = [torch.empty(chunk_numel, dtype=torch.float32, device=device) for _ in range(2)]
+            self.master_staging = [torch.empty(chunk_numel, dtype=torch.float32, device=device) for _ in range(2)]
             self.down, self.up = torch.cuda.Stream(device), torch.cuda.Stream(device)
             self.downloaded = [torch.cuda.Event() for _ in range(2)]
-            self.uploaded = [torch.cuda.Event() for _ in range(2)]
 
     def download(self, chunk: list[Segment], buffer: int) -> None:
         """Start copying the chunk's gradients, as fp32, into host buffer ``buffer``."""
@@ -148,7 +148,7 @@ class OffloadPipe:
                                  [s.grad for s in chunk])
             return
         with torch.cuda.stream(self.down):
-            staging = self.staging[buffer]
+            staging = self.grad_staging[buffer]
             torch._foreach_copy_([staging[s.offset:s.offset + s.numel] for s in chunk], [s.grad for s in chunk])
             self.host_grads[buffer][:total].copy_(staging[:total], non_blocking=True)
             self.downloaded[buffer].record()
@@ -159,19 +159,18 @@ class OffloadPipe:
         return self.host_grads[buffer]
 
     def upload(self, chunk: list[Segment], buffer: int) -> None:
-        """Cast the chunk's updated masters into host buffer ``buffer`` (once its last upload is done) and start
-        copying them into the working weights."""
-        if self.cuda:
-            self.uploaded[buffer].synchronize()
-        host = self.host_weights[buffer]
-        torch._foreach_copy_([host[s.offset:s.offset + s.numel] for s in chunk], [s.master for s in chunk])
+        """Start copying the chunk's updated fp32 masters to the GPU and casting them into the working weights.
+        The host may change a master again only after this is done: the next step's update waits for its
+        gradients, which come after this step's uploads on the GPU."""
         if not self.cuda:
-            torch._foreach_copy_([s.slot for s in chunk], [host[s.offset:s.offset + s.numel] for s in chunk])
+            torch._foreach_copy_([s.slot for s in chunk], [s.master for s in chunk])
             return
+        staging = self.master_staging[buffer]
         with torch.cuda.stream(self.up):
-            for s in chunk:
-                s.slot.copy_(host[s.offset:s.offset + s.numel], non_blocking=True)
-            self.uploaded[buffer].record()
+            pieces = [staging[s.offset:s.offset + s.numel] for s in chunk]
+            for piece, s in zip(pieces, chunk):
+                piece.copy_(s.master, non_blocking=True)
+            torch._foreach_copy_([s.slot for s in chunk], pieces)
 
     def run(self, chunks: list[list[Segment]], update) -> None:
         """``update(chunk, host_grads)`` for every chunk, the next chunk's download and the previous one's upload
@@ -222,18 +221,43 @@ def offload_step(self, closure=None):
         handle.wait()
 
 
-def install_offload_step(inner, chunk_numel: int | None = None) -> bool:
+def install_offload_step(inner, chunk_numel: int | None = None) -> str | None:
     """Put ``offload_step`` on a LowLevelZeroOptimizer with ``cpu_offload`` whose optimizer it can drive; returns
-    whether it did."""
+    what was installed, for the log, or None."""
     if not (inner._cpu_offload and inner._master_weights and HostAdam.supports(inner.optim)
             and not inner._overlap_allgather and not inner._fp8_communication and len(inner.pg_to_grad_store) == 1):
-        return False
+        return None
     import types
 
     from colossalai.accelerator import get_accelerator
 
     device = torch.device(get_accelerator().get_current_device())
     inner._host_adam = HostAdam(inner.optim)
-    inner._offload_pipe = OffloadPipe(chunk_numel or OFFLOAD_CHUNK_NUMEL, device, inner._dtype)
+    inner._offload_pipe = OffloadPipe(chunk_numel or OFFLOAD_CHUNK_NUMEL, device)
+    what = ("offloaded step pipelined: gradients down and weights up by DMA while the host updates "
+            "(training/zero_offload.py)")
+    if device.type == "cuda":
+        masters = [m for group in inner._master_param_groups_of_current_rank.values() for m in group]
+        locked = page_lock(masters)
+        total = sum(m.numel() * m.element_size() for m in masters)
+        what += f"; {locked / 2**30:.1f} of {total / 2**30:.1f} GiB of master weights page-locked"
     inner.step = types.MethodType(offload_step, inner)
-    return True
+    return what
+
+
+def page_lock(tensors: list[torch.Tensor]) -> int:
+    """Page-lock each host tensor's memory where it is (``cudaHostRegister``; unlike ``pin_memory()`` no copy and no
+    rounding up of the allocation), so copies from it to the GPU are asynchronous DMA; unlocked when the tensor
+    is freed. Returns how many bytes were locked; the others (the driver refused) still copy, synchronously."""
+    import weakref
+
+    cudart = torch.cuda.cudart()
+    locked = 0
+    for tensor in tensors:
+        nbytes = tensor.numel() * tensor.element_size()
+        if nbytes == 0 or tensor.is_pinned():
+            continue
+        if int(cudart.cudaHostRegister(tensor.data_ptr(), nbytes, 0)) == 0:
+            weakref.finalize(tensor, cudart.cudaHostUnregister, tensor.data_ptr())
+            locked += nbytes
+    return locked

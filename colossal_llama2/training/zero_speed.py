@@ -229,9 +229,9 @@ def speed_up_zero_optimizer(optimizer, gather_chunk_numel: int | None = None,
 
     inner._compute_grad_norm = types.MethodType(grad_norm_fp32, inner)
     inner._unscale_and_clip_grads = types.MethodType(unscale_and_clip_grads, inner)
-    if install_offload_step(inner, offload_chunk_numel):
-        return ("gradient norm in fp32 with foreach kernels; offloaded step pipelined: gradients down and weights "
-                "up through pinned buffers while the host updates (training/zero_offload.py)")
+    offloaded = install_offload_step(inner, offload_chunk_numel)
+    if offloaded:
+        return f"gradient norm in fp32 with foreach kernels; {offloaded}"
     if (type(inner.optim) is HybridAdam and not inner._cpu_offload and inner._master_weights
             and getattr(inner.optim, "offloader", None) is None and not inner._overlap_allgather
             and not inner._fp8_communication and len(inner.pg_to_grad_store) == 1):

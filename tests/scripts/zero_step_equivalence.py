@@ -81,6 +81,7 @@ def main() -> None:
         worst[name] = max(float((a.float() - b.float()).abs().max() / a.float().abs().max().clamp_min(1e-30))
                           for a, b in zip(lib, new))
     assert all(m.device.type == ("cpu" if OFFLOAD else "cuda") for m in new_m)
+    assert all(m.is_pinned() for m in new_m) == OFFLOAD, "the offloaded masters are page-locked for DMA"
     print(f"rank {dist.get_rank()}: largest difference / tensor scale {worst}; weights moved by up to {moved:.3g}",
           flush=True)
     # fp32 rounding for the fp32 tensors; a bf16 weight may round the other way (1 ulp: 2^-8 of its magnitude)
