@@ -11,7 +11,9 @@ weights and states there, (3) copy the updated bf16 weights back. Each part is t
   use) and from and into ordinary (pageable) memory (what a plain ``.to("cpu")`` uses).
 
 The serial bound is the sum of the three (pinned); the overlapped bound, their maximum (copies of one chunk running
-while another is updated). Add the forward and backward time of a zero2 step of the same shape (train_benchmark.py)
+while another is updated). The pipelined step (training/zero_offload.py) moves fp32 both ways, twice these bytes,
+so that the host does no casts (colossalai's CPU kernel reads fp32 or fp16 gradients, not bf16): at 7b on one H200
+that is ~0.5 s each way, still well under the host's Adam. Add the forward and backward time of a zero2 step of the same shape (train_benchmark.py)
 for the step's bound.
 
     python benchmarks/offload_bound.py --shape 7b            # on the GPU machine; writes offload_bound.json

@@ -91,7 +91,8 @@ def _add_parallel_args(group) -> None:
            "Adam kernel, which also clips, and the updated weights are cast into place and all-gathered in place; "
            "no fp32 gradient copies, no gather buckets, the gradient norm in fp32 with foreach kernels (same "
            "arithmetic; 1.20x the library step's speed and 14 GiB less memory at 16 of 7b's layers on one H200, "
-           "training/zero_speed.py). zero2_cpu keeps the library step with the fp32 norm and one clipping pass. "
+           "training/zero_speed.py). fast (zero2_cpu): the offloaded step pipelined, gradients down and weights up "
+           "by DMA while the host runs Adam (12x the library step at 7b on one H200, training/zero_offload.py). "
            "library: colossalai's own step, for comparison.")
     a("--zero_gather_chunk_in_m", type=int, default=64,
       help="zero2 with --zero_step fast on several GPUs: the step updates and all-gathers the weights in chunks of "

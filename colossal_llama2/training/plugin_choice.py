@@ -1,8 +1,8 @@
 """``--plugin auto`` and ``python -m colossal_llama2.plan``: each plugin's peak GPU memory, from config.json alone.
 
 Speed order, from measurements with benchmarks/train_benchmark.py: zero2 (1.12-1.23x the strongest FSDP2 peer,
-1.8x gemini at 16 of 7b's layers on one H200) > gemini > zero2_cpu > gemini_auto (offload: two orders of
-magnitude slower than zero2 at 7b). ddp is picked on CPU only: on GPUs it needs more memory than zero2 (fp32
+1.8x gemini at 16 of 7b's layers on one H200) > gemini > zero2_cpu (bound by the host's Adam: 0.17x zero2 at
+7b on one H200, micro-batch 1) > gemini_auto (offload: two orders of magnitude slower than zero2 at 7b). ddp is picked on CPU only: on GPUs it needs more memory than zero2 (fp32
 weights and gradients replicated) and has not been measured faster than zero2's fused step. 3d is never
 picked: it needs a ``--tp`` choice and is the slowest at tp 1.
 
@@ -13,18 +13,20 @@ micro-batch, L layers, hidden size H, vocabulary V:
                      backward end: 2 P + 14 P/N + checkpoints)       sharded; the bf16 gradients exist only after
     ddp          16 P + activations                                  fp32 weights, gradients, AdamW states
     gemini       16 P/N + activations                                everything sharded in chunks
-    zero2_cpu    2 P + 2 P/N + activations                           states and master weights in host memory
+    zero2_cpu    max(2 P + activations,                              master weights and Adam states in host
+                     2 P + 2 P/N + checkpoints)                      memory
     gemini_auto  2 P/N + activations                                 offloads the rest as needed
 
 With ``--optimizer adamw_bf16`` / ``adamw8bit`` (zero2 or ddp only) zero2 keeps no fp32 master weights: its
 12 P/N of master weights and states become 4 P/N (bf16 states) or 2 P/N (8-bit states); see training/optim.py.
 
-activations = 40 bytes per token, layer and hidden unit without gradient checkpointing; with it, 4 bytes
+activations = 37 bytes per token, layer and hidden unit without gradient checkpointing; with it, 4 bytes
 (the layers' inputs) plus one layer's 40; plus V·T bf16 logits and 1.5 GB of CUDA context and workspaces.
 Calibrated against the peaks measured on one H200 with train.py's defaults (tests/test_plugin_choice.py keeps
-them as a table; every estimate within -5% / +10%): zero2 at LLaMA-2-7B's shape 109.1 GiB (estimate +4%), at
+them as a table; every estimate within -5% / +10%): zero2 at LLaMA-2-7B's shape 109.1 GiB (estimate +3%), at
 16 of its layers 58.9 / 69.0 GiB (micro-batch 1 / 2), LLaMA-3-8B and Qwen2-7B with checkpointing 120.7 and
-115.0 GiB (+1%), gemini at 8 and 16 of 7b's layers 35.9 and 62.8 GiB (+8%).
+115.0 GiB (+3%), LLaMA-3-8B without it 123.8 GiB (fp32 AdamW), 64.0 (adamw_bf16) and 49.3 (adamw8bit) (+1-3%),
+gemini at 8 and 16 of 7b's layers 35.9 and 62.8 GiB (+8-9%), zero2_cpu at 7b 30.9 GiB (+9%).
 
 The choice: the fastest plugin whose estimate fits the smallest GPU. Estimates run up to 10% high, so a plugin
 that runs on the GPU and is within that margin of the GPU's memory is still chosen, with a warning and the flags
@@ -41,13 +43,13 @@ GB = 1e9
 FIXED_OVERHEAD = 1.5 * GB
 COMFORTABLE = 0.92  # an estimate below this share of the GPU's memory fits without doubt
 ESTIMATE_MARGIN = 0.10  # estimates run up to this much above the measured peaks
-ACTIVATION_BYTES = {False: 40, True: 4}  # per token, layer and hidden unit; key: gradient checkpointing
+ACTIVATION_BYTES = {False: 37, True: 4}  # per token, layer and hidden unit; key: gradient checkpointing
 LAYER_BYTES = 40  # one layer's activations while checkpointing recomputes it
 AUTO_ORDER = ("zero2", "gemini", "zero2_cpu", "gemini_auto")
 IN_GPU = ("zero2", "gemini")
 PLANNED = ("ddp", *AUTO_ORDER)  # what the planner lists
 SPEED_CLASS = {"ddp": "CPU runs; on GPUs zero2 needs less memory", "zero2": "fast (1.1-1.2x FSDP2 + compile)",
-               "gemini": "about half of zero2 (0.55x)", "zero2_cpu": "offload: host-bound, ~1-2% of zero2",
+               "gemini": "about half of zero2 (0.55x)", "zero2_cpu": "offload: bound by the host's Adam, 0.17x zero2 at 7b",
                "gemini_auto": "offload: slowest"}
 LOW_MEMORY_SPEED = {"adamw_bf16": "zero2 speed class; bf16 weights with stochastic rounding",
                     "adamw8bit": "zero2 speed class; 8-bit states, bf16 weights with stochastic rounding"}
@@ -86,14 +88,15 @@ def estimate_peak_bytes(plugin: str, shape: ModelShape, *, gpus: int, tokens_per
     p, n = shape.params, gpus
     activations = activation_bytes(shape, tokens_per_micro_batch, grad_checkpoint)
     state = STATE_BYTES[optimizer]
-    if plugin == "zero2":
+    if plugin in ("zero2", "zero2_cpu"):
         logits = 2 * shape.vocab * tokens_per_micro_batch
         checkpoints = activations - logits if grad_checkpoint else 0
-        peak = max(2 * p + state * p / n + activations, 2 * p + (state + 2) * p / n + checkpoints + logits)
+        on_gpu = 0 if plugin == "zero2_cpu" else state  # zero2_cpu keeps master weights and states on the host
+        peak = max(2 * p + on_gpu * p / n + activations, 2 * p + (on_gpu + 2) * p / n + checkpoints + logits)
         return peak + FIXED_OVERHEAD
     if plugin == "ddp" and optimizer != "adamw":  # fp32 weights and gradients, the states as the optimizer keeps them
         return 8 * p + state * p + activations + FIXED_OVERHEAD
-    states = {"ddp": 16 * p, "gemini": 16 * p / n, "zero2_cpu": 2 * p + 2 * p / n, "gemini_auto": 2 * p / n}[plugin]
+    states = {"ddp": 16 * p, "gemini": 16 * p / n, "gemini_auto": 2 * p / n}[plugin]
     return states + activations + FIXED_OVERHEAD
 
 
