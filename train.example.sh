@@ -13,6 +13,8 @@ NPROC_PER_NODE="${NPROC_PER_NODE:-8}"
 HOSTFILE="${HOSTFILE-hostfile}"   # set HOSTFILE= (empty) to run on this machine only
 MASTER_PORT="${MASTER_PORT:-30013}"
 PLUGIN="${PLUGIN:-auto}"            # auto: zero2 where it fits (python -m colossal_llama2.plan shows the choice)
+# zero2_cpu runs Adam on the host: give each rank its share of the cores (torchrun sets 1 for several ranks).
+# export OMP_NUM_THREADS=$(( $(nproc) / NPROC_PER_NODE ))
 MAX_LENGTH="${MAX_LENGTH:-4096}"
 MICRO_BATCH_SIZE="${MICRO_BATCH_SIZE:-1}"
 LR="${LR:-1e-4}"

@@ -7,7 +7,7 @@ import types
 import pytest
 import torch
 
-from colossal_llama2.training.zero_offload import HostAdam, chunked_segments, install_offload_step
+from colossal_llama2.training.zero_offload import HostAdam, chunked_segments, host_thread_warning, install_offload_step
 from tests.helpers.distributed import REPO_ROOT, run_distributed
 
 
@@ -70,3 +70,12 @@ def test_host_adam_drives_fused_adamw_only(kwargs, supported):
     """torch's AdamW only where its fused kernel is what the library step would run (no amsgrad)."""
     param = torch.nn.Parameter(torch.zeros(2))
     assert HostAdam.supports(torch.optim.AdamW([param], **kwargs)) is supported
+
+
+def test_a_rank_starved_of_host_threads_is_told_what_to_export():
+    """torchrun's OMP_NUM_THREADS=1 for 8 ranks on 128 cores: the host's Adam would run on 1 of its 16 cores."""
+    said = host_thread_warning(1, 128, 8)
+    assert said and "OMP_NUM_THREADS=16" in said
+    assert host_thread_warning(16, 128, 8) is None
+    assert host_thread_warning(16, 16, 1) is None  # one rank: torchrun leaves the threads alone
+    assert host_thread_warning(1, 2, 2) is None  # one core per rank is all there is

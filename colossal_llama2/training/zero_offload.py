@@ -28,10 +28,15 @@ torch's AdamW) compare it with the library's step on the same gradients.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+from ..utils.logging import get_logger
+
+logger = get_logger(__name__)
 
 # Master elements per pipelined chunk: 128 MiB of fp32 gradients. At 7b, ~200 chunks, each a host Adam pass of
 # some milliseconds, so the first download and the last upload (not overlapped) are a small part of the step.
@@ -237,12 +242,27 @@ def install_offload_step(inner, chunk_numel: int | None = None) -> str | None:
     what = ("offloaded step pipelined: gradients down and weights up by DMA while the host updates "
             "(training/zero_offload.py)")
     if device.type == "cuda":
+        warning = host_thread_warning(torch.get_num_threads(), len(os.sched_getaffinity(0)),
+                                      int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        if warning:
+            logger.warning("%s", warning)
         masters = [m for group in inner._master_param_groups_of_current_rank.values() for m in group]
         locked = page_lock(masters)
         total = sum(m.numel() * m.element_size() for m in masters)
         what += f"; {locked / 2**30:.1f} of {total / 2**30:.1f} GiB of master weights page-locked"
     inner.step = types.MethodType(offload_step, inner)
     return what
+
+
+def host_thread_warning(threads: int, cores: int, local_ranks: int) -> str | None:
+    """What to do when each rank's host Adam gets far fewer threads than its share of the cores: torchrun sets
+    OMP_NUM_THREADS=1 for several local ranks when it is unset, and the update is the offloaded step's pace."""
+    share = cores // max(local_ranks, 1)
+    if threads * 2 > share:
+        return None
+    return (f"zero2_cpu: the host's Adam runs on {threads} thread(s) per rank ({local_ranks} ranks on {cores} "
+            f"cores), and it sets the step's pace; export OMP_NUM_THREADS={share} before launching (torchrun "
+            f"sets 1 for several ranks when it is unset)")
 
 
 def page_lock(tensors: list[torch.Tensor]) -> int:
