@@ -197,20 +197,11 @@ class OffloadPipe:
 
 def offload_step(self, closure=None):
     """LowLevelZeroOptimizer.step with ``cpu_offload`` (see the module docstring)."""
-    assert closure is None, "closure is not supported by step()"
-    if not self.require_grad_sync:
-        return
-    if self.mixed_precision_mixin is not None and self.mixed_precision_mixin.should_skip_step():
-        self.zero_grad()
-        return
-    from colossalai.zero.low_level._utils import calculate_global_norm_from_list
+    from .zero_speed import _params_with_grads, begin_step, working_slot
 
-    from .zero_speed import _params_with_grads, grad_div_scale, working_slot
-
-    norms = [sum(self._compute_grad_norm(dp_pg=store.torch_pg, gradients=store.get_working_grads_by_group_id(g))
-                 for store in self.pg_to_grad_store.values()) for g in range(self.num_param_groups)]
-    self._current_grad_norm = calculate_global_norm_from_list(norm_list=norms)
-    div_scale = grad_div_scale(self, self._current_grad_norm)
+    div_scale = begin_step(self, closure)
+    if div_scale is None:
+        return
     rows, gathers = [], []
     for group_id in range(self.num_param_groups):
         group = self.optim.param_groups[group_id]

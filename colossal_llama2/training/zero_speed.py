@@ -82,22 +82,31 @@ def _adam_step_with_div_scale(zero_optimizer, adam):
     return step
 
 
-def fused_zero_step(self, closure=None):
-    """LowLevelZeroOptimizer.step with master weights, Adam states and gradients on the GPU (see the module
-    docstring): the library's numbers without its copies."""
+def begin_step(self, closure=None) -> float | None:
+    """What the library's step does before the update: nothing without gradient sync (None), the skip of an
+    overflowed fp16 step (None); else the global gradient norm (kept for the logs) and the factor the gradients
+    must be divided by."""
     assert closure is None, "closure is not supported by step()"
     if not self.require_grad_sync:
-        return
+        return None
     if self.mixed_precision_mixin is not None and self.mixed_precision_mixin.should_skip_step():
         self.zero_grad()
-        return
+        return None
     from colossalai.zero.low_level._utils import calculate_global_norm_from_list
 
-    groups = [_params_with_grads(self, group_id) for group_id in range(self.num_param_groups)]
     norms = [sum(self._compute_grad_norm(dp_pg=store.torch_pg, gradients=store.get_working_grads_by_group_id(group_id))
                  for store in self.pg_to_grad_store.values()) for group_id in range(self.num_param_groups)]
     self._current_grad_norm = calculate_global_norm_from_list(norm_list=norms)
-    div_scale = grad_div_scale(self, self._current_grad_norm)
+    return grad_div_scale(self, self._current_grad_norm)
+
+
+def fused_zero_step(self, closure=None):
+    """LowLevelZeroOptimizer.step with master weights, Adam states and gradients on the GPU (see the module
+    docstring): the library's numbers without its copies."""
+    div_scale = begin_step(self, closure)
+    if div_scale is None:
+        return
+    groups = [_params_with_grads(self, group_id) for group_id in range(self.num_param_groups)]
     for group_id, triples in enumerate(groups):
         group = self.optim.param_groups[group_id]
         update_and_publish(self, triples, lambda chunk: adam_update(self.optim, group, chunk, div_scale),

@@ -33,20 +33,10 @@ def build(pipelined: bool):
     return model, optimizer
 
 
-def train(pipelined: bool, steps: int = 3):
-    model, optimizer = build(pipelined)
-    gen = torch.Generator().manual_seed(100 + dist.get_rank())
-    norms = []
-    for _ in range(steps):
-        coefficients = [torch.randn(p.shape, generator=gen).to(torch.bfloat16) for p in model.parameters()]
-        loss = sum((p.float() * c.float()).sum() for p, c in zip(model.parameters(), coefficients))
-        optimizer.backward(loss)
-        optimizer.step()
-        norms.append(optimizer._current_grad_norm)
-        optimizer.zero_grad()
-    masters = [p for group in optimizer._master_param_groups_of_current_rank.values() for p in group]
-    states = [optimizer.optim.state[p][key] for p in masters for key in ("step", "exp_avg", "exp_avg_sq")]
-    return [p.detach().clone() for p in model.parameters()], masters, states, norms
+def train(pipelined: bool):
+    from tests.scripts.zero_step_equivalence import run_steps
+
+    return run_steps(*build(pipelined), "cpu", state_keys=("step", "exp_avg", "exp_avg_sq"))
 
 
 def main() -> None:

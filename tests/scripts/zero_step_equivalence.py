@@ -47,12 +47,13 @@ def build(fused: bool):
     return model, optimizer
 
 
-def train(fused: bool, steps: int = 3):
-    model, optimizer = build(fused)
-    gen = torch.Generator(device="cuda").manual_seed(100 + dist.get_rank())
+def run_steps(model, optimizer, device: str, steps: int = 3, state_keys=("exp_avg", "exp_avg_sq")):
+    """``steps`` steps of a loss linear in the weights (fresh coefficients, seeded per rank, each step); returns
+    the weights, the master weights, their optimizer states and the gradient norms."""
+    gen = torch.Generator(device=device).manual_seed(100 + dist.get_rank())
     norms = []
     for _ in range(steps):
-        coefficients = [torch.randn(p.shape, device="cuda", generator=gen).to(torch.bfloat16)
+        coefficients = [torch.randn(p.shape, device=device, generator=gen).to(torch.bfloat16)
                         for p in model.parameters()]
         loss = sum((p.float() * c.float()).sum() for p, c in zip(model.parameters(), coefficients))
         optimizer.backward(loss)
@@ -60,8 +61,12 @@ def train(fused: bool, steps: int = 3):
         norms.append(optimizer._current_grad_norm)
         optimizer.zero_grad()
     masters = [p for group in optimizer._master_param_groups_of_current_rank.values() for p in group]
-    states = [optimizer.optim.state[p][key] for p in masters for key in ("exp_avg", "exp_avg_sq")]
+    states = [optimizer.optim.state[p][key] for p in masters for key in state_keys]
     return [p.detach().clone() for p in model.parameters()], masters, states, norms
+
+
+def train(fused: bool):
+    return run_steps(*build(fused), "cuda")
 
 
 def main() -> None:
