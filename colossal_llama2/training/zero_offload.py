@@ -19,9 +19,11 @@ over several) and runs three things at once:
 
 Two buffers of each kind alternate, so the step's time is that of its slowest part (normally the host's Adam)
 plus one chunk, not the sum of all three. Page-locking costs nothing extra in memory (the masters' own pages are
-locked, 4 bytes per parameter); where the driver refuses it, the uploads still happen, synchronously. The numbers are the library's: the same kernel on the same fp32
-gradients; the clipping factor is handed to the kernel (which divides) instead of a multiplication by its
-inverse beforehand, a difference at fp32 rounding. The optimizer's state keeps its layout (``step``,
+locked, 4 bytes per parameter); where the driver refuses it, the uploads still happen, synchronously. On several
+ranks each weight is all-gathered in place after the whole update (not yet overlapped with it).
+
+The numbers are the library's: the same kernel on the same fp32 gradients; the clipping factor is handed to the
+kernel (which divides) instead of a multiplication by its inverse beforehand, a difference at fp32 rounding. The optimizer's state keeps its layout (``step``,
 ``exp_avg``, ``exp_avg_sq`` per master tensor), so checkpoints load either way.
 tests/scripts/zero_step_equivalence.py (GPU, HybridAdam) and tests/scripts/zero_offload_equivalence.py (CPU,
 torch's AdamW) compare it with the library's step on the same gradients.
