@@ -2,9 +2,10 @@
 
 Speed order, from measurements with benchmarks/train_benchmark.py: zero2 (1.12-1.23x the strongest FSDP2 peer,
 1.8x gemini at 16 of 7b's layers on one H200) > gemini > zero2_cpu (bound by the host's Adam: 0.17x zero2 at
-7b on one H200, micro-batch 1) > gemini_auto (offload: two orders of magnitude slower than zero2 at 7b). ddp is picked on CPU only: on GPUs it needs more memory than zero2 (fp32
-weights and gradients replicated) and has not been measured faster than zero2's fused step. 3d is never
-picked: it needs a ``--tp`` choice and is the slowest at tp 1.
+7b on one H200, micro-batch 1) > gemini_auto (offload: two orders of magnitude slower than zero2 at 7b). ddp is
+picked on CPU only: on GPUs it needs more memory than zero2 (fp32 weights and gradients replicated) and has
+not been measured faster than zero2's fused step. 3d is never picked: it needs a ``--tp`` choice and is the
+slowest at tp 1.
 
 Peak memory per GPU, for P parameters on N data-parallel GPUs (no tensor parallelism), T tokens per
 micro-batch, L layers, hidden size H, vocabulary V:
@@ -49,8 +50,8 @@ AUTO_ORDER = ("zero2", "gemini", "zero2_cpu", "gemini_auto")
 IN_GPU = ("zero2", "gemini")
 PLANNED = ("ddp", *AUTO_ORDER)  # what the planner lists
 SPEED_CLASS = {"ddp": "CPU runs; on GPUs zero2 needs less memory", "zero2": "fast (1.1-1.2x FSDP2 + compile)",
-               "gemini": "about half of zero2 (0.55x)", "zero2_cpu": "offload: bound by the host's Adam, 0.17x zero2 at 7b",
-               "gemini_auto": "offload: slowest"}
+               "gemini": "about half of zero2 (0.55x)",
+               "zero2_cpu": "offload: bound by the host's Adam, 0.17x zero2 at 7b", "gemini_auto": "offload: slowest"}
 LOW_MEMORY_SPEED = {"adamw_bf16": "zero2 speed class; bf16 weights with stochastic rounding",
                     "adamw8bit": "zero2 speed class; 8-bit states, bf16 weights with stochastic rounding"}
 FP8_SPEED = ("1.19x zero2 at micro-batch 1, 1.29x at 2, loss within 1% over 200 steps (16 of LLaMA-2-7B's layers, "

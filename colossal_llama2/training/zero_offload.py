@@ -23,8 +23,9 @@ locked, 4 bytes per parameter); where the driver refuses it, the uploads still h
 ranks each weight is all-gathered in place after the whole update (not yet overlapped with it).
 
 The numbers are the library's: the same kernel on the same fp32 gradients; the clipping factor is handed to the
-kernel (which divides) instead of a multiplication by its inverse beforehand, a difference at fp32 rounding. The optimizer's state keeps its layout (``step``,
-``exp_avg``, ``exp_avg_sq`` per master tensor), so checkpoints load either way.
+kernel (which divides) instead of a multiplication by its inverse beforehand, a difference at fp32 rounding.
+The optimizer's state keeps its layout (``step``, ``exp_avg``, ``exp_avg_sq`` per master tensor), so
+checkpoints load either way.
 tests/scripts/zero_step_equivalence.py (GPU, HybridAdam) and tests/scripts/zero_offload_equivalence.py (CPU,
 torch's AdamW) compare it with the library's step on the same gradients.
 """
