@@ -13,7 +13,7 @@ from colossal_llama2.utils.errors import run_cli
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from colossal_llama2.training.launcher import protect_output_streams
+    from colossal_llama2.training.lifecycle.launcher import protect_output_streams
 
     protect_output_streams()  # a launcher killed mid-run must not make the next print fail the save
     from colossal_llama2.training.args import parse_args

@@ -66,7 +66,7 @@ def shard(model, compile_blocks: bool, float8: str | None = None):
         # fp8 all-gather of the weights with scales precomputed once per step for tensorwise
         from torchao.float8 import Float8LinearConfig, convert_to_float8_training
 
-        from colossal_llama2.training.fp8 import decoder_linear_filter
+        from colossal_llama2.training.kernels.fp8 import decoder_linear_filter
 
         config = (Float8LinearConfig(enable_fsdp_float8_all_gather=True) if float8 == "tensorwise"
                   else Float8LinearConfig.from_recipe_name(float8))

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Time the fused kernels of colossal_llama2.training.fused_ops (and compiled alternatives) against the eager
+"""Time the fused kernels of colossal_llama2.training.kernels.fused_ops (and compiled alternatives) against the eager
 reference, on the GPU.
 
 For every op at the `1b` training shapes (4096 tokens, hidden 2048, FFN 5376, 16 heads, vocab 69,104, bf16):
@@ -100,7 +100,7 @@ def make_cases(t: SimpleNamespace) -> dict[str, dict]:
     import torch
     import torch.nn.functional as F
 
-    from colossal_llama2.training import fused_ops
+    from colossal_llama2.training.kernels import fused_ops
 
     compiled = {f.__name__: torch.compile(f, fullgraph=True) for f in (fused_ops.rms_norm, swiglu, rotary)}
     native_rms = getattr(F, "rms_norm", None)

@@ -11,7 +11,7 @@ weights and states there, (3) copy the updated bf16 weights back. Each part is t
   use) and from and into ordinary (pageable) memory (what a plain ``.to("cpu")`` uses).
 
 The serial bound is the sum of the three (pinned); the overlapped bound, their maximum (copies of one chunk running
-while another is updated). The pipelined step (training/zero_offload.py) moves fp32 both ways, twice these bytes,
+while another is updated). The pipelined step (training/plugins/zero_offload.py) moves fp32 both ways, twice these bytes,
 so that the host does no casts (colossalai's CPU kernel reads fp32 or fp16 gradients, not bf16): at 7b on one H200
 that is ~0.5 s each way, still well under the host's Adam. Add the forward and backward time of a zero2 step of the same shape (train_benchmark.py)
 for the step's bound.
@@ -31,7 +31,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks.train_benchmark import SHAPES, model_config  # noqa: E402
-from colossal_llama2.training.plugin_choice import ModelShape  # noqa: E402
+from colossal_llama2.training.plugins.choice import ModelShape  # noqa: E402
 
 
 def median_seconds(fn, repeats: int, sync=lambda: None) -> float:

@@ -4,7 +4,7 @@
     python -m colossal_llama2.launch torchrun --nproc_per_node 8 train.py ...
 
 Without it, a terminal's Ctrl-C or a scheduler's ``kill -- -PGID`` reaches ``colossalai run`` and torchrun
-themselves. The workers still save and stop (training/signals.py), but the launchers report the signal:
+themselves. The workers still save and stop (training/lifecycle/signals.py), but the launchers report the signal:
 ``colossalai run`` prints ``Aborted!`` and exits 1, torchrun prints a SignalException traceback.
 
 This wrapper starts the launcher in a session of its own, so those signals reach only the wrapper. On the

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Sequence
 
 from colossal_llama2.training.optim import OPTIMIZERS
-from colossal_llama2.training.plugin_choice import ModelShape, plan_table
+from colossal_llama2.training.plugins.choice import ModelShape, plan_table
 from colossal_llama2.utils.errors import UserInputError, run_cli
 
 GIB = 2**30

@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from colossal_llama2.training import fused_ops
-from colossal_llama2.training.fused_ops import (Fusion, fuse_rms_norms, fused_cross_entropy, resolve_fusion,
+from colossal_llama2.training.kernels import fused_ops
+from colossal_llama2.training.kernels.fused_ops import (Fusion, fuse_rms_norms, fused_cross_entropy, resolve_fusion,
                                                 shifted_labels)
 from colossal_llama2.utils.errors import UserInputError
 
@@ -178,7 +178,7 @@ def _chunked_reference_loss_sum(hidden, weight, targets, ignore_index):
 
 
 def test_linear_loss_forward_matches_logits_path():
-    from colossal_llama2.training.liger_ops import enable_linear_loss
+    from colossal_llama2.training.kernels.liger import enable_linear_loss
 
     ids = torch.randint(0, 97, (2, 16), generator=torch.Generator().manual_seed(1))
     labels = ids.clone()
@@ -202,7 +202,7 @@ def test_linear_loss_forward_matches_logits_path():
 @pytest.mark.gpu
 def test_liger_linear_loss_matches_reference_on_gpu():
     pytest.importorskip("liger_kernel")
-    from colossal_llama2.training.liger_ops import liger_linear_loss_sum
+    from colossal_llama2.training.kernels.liger import liger_linear_loss_sum
 
     torch.manual_seed(0)
     hidden = (torch.randn(300, 64, device="cuda") * 2).to(torch.bfloat16)

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from colossal_llama2.training.optim import check_optimizer
-from colossal_llama2.training.plugin_choice import GB, ModelShape, choose_plugin, estimate_peak_bytes
-from colossal_llama2.training.plugins import precision_for
+from colossal_llama2.training.plugins.choice import GB, ModelShape, choose_plugin, estimate_peak_bytes
+from colossal_llama2.training.plugins.factory import precision_for
 from colossal_llama2.utils.errors import UserInputError
 from tests.helpers.distributed import run_distributed
 from tests.helpers.optional import import_torchao, torchao_env
@@ -87,7 +87,7 @@ def test_8bit_states_save_per_rank_and_resume_exactly(tmp_path, tiny_model_dir, 
         assert part[step]["loss"] == full[step]["loss"], step
 
     # fp32 AdamW cannot take these states: one line naming the flag to use
-    from colossal_llama2.training.optimizer_states import load_rank_states
+    from colossal_llama2.training.checkpoint.optimizer_states import load_rank_states
 
     plain = torch.optim.AdamW(torch.nn.Linear(2, 2).parameters())
     with pytest.raises(UserInputError, match="--optimizer"):

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from benchmarks.train_benchmark import SHAPES
-from colossal_llama2.training.plugin_choice import ModelShape, choose_plugin, estimate_peak_bytes
+from colossal_llama2.training.plugins.choice import ModelShape, choose_plugin, estimate_peak_bytes
 from tests.helpers.distributed import REPO_ROOT, run_distributed
 
 GIB = 2**30
@@ -44,7 +44,7 @@ def test_estimates_are_within_ten_percent_of_the_measured_peaks(name, plugin, gp
 
 
 def test_gemini_warns_where_zero2_fits():
-    from colossal_llama2.training.plugin_choice import gemini_warning
+    from colossal_llama2.training.plugins.choice import gemini_warning
 
     said = gemini_warning(shape("7b_16l"), gpus=1, device_bytes=H200, tokens_per_micro_batch=4096,
                           grad_checkpoint=False)

@@ -21,8 +21,8 @@ import psutil
 import pytest
 
 from colossal_llama2 import launch
-from colossal_llama2.training import signals
-from colossal_llama2.training.checkpoint import list_checkpoints
+from colossal_llama2.training.lifecycle import signals
+from colossal_llama2.training.checkpoint.directory import list_checkpoints
 from tests.helpers import distributed as dist_helpers
 from tests.helpers.distributed import REPO_ROOT, free_port
 
@@ -339,7 +339,7 @@ def test_a_worker_says_why_it_leaves_on_a_second_signal(signum, status):
     window is one stop; a later one writes "<SIGNAL> again: leaving at once" to stderr and exits at once."""
     code = f"""
 import signal
-from colossal_llama2.training import signals
+from colossal_llama2.training.lifecycle import signals
 stop = signals.GracefulStop(device="cpu")
 stop._handle({int(signum)}, None)
 stop._handle({int(signum)}, None)  # a copy of the same stop (inside the window): still running

@@ -7,7 +7,7 @@ from transformers import AutoModelForCausalLM
 
 from colossal_llama2.dataset.loader import PaddingCollator
 from colossal_llama2.training.attention import block_causal_mask, model_inputs
-from colossal_llama2.training import varlen_attention
+from colossal_llama2.training.kernels import varlen_attention
 from colossal_llama2.training.neftune import NEFTune
 
 

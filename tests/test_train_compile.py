@@ -13,7 +13,7 @@ import torch._dynamo
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from colossal_llama2.dataset.loader import PaddingCollator
-from colossal_llama2.training.fused_ops import Fusion
+from colossal_llama2.training.kernels.fused_ops import Fusion
 from colossal_llama2.training.model_setup import ModelPatches, apply_patches_after_boost
 from colossal_llama2.training.token_loss import TokenLoss
 
@@ -69,7 +69,7 @@ def test_compile_watch_says_once_when_dynamo_gives_up(monkeypatch):
     """With the KV cache on (the old defect), layers past the recompile limit run eagerly: the run says so."""
     from torch._dynamo.utils import counters
 
-    from colossal_llama2.training import compile_watch
+    from colossal_llama2.training.kernels import compile_watch
 
     said = []
     monkeypatch.setattr(compile_watch.logger, "warning", lambda *args: said.append(args))

@@ -130,7 +130,7 @@ HOPPER = (9, 0)
 def test_fp8_refusals(choice, plugin, capability, max_length, experimental, says):
     """--fp8 names the flag for a plugin that cannot run it, a --max_length fp8 cannot pad to, a GPU without
     fp8, and rowwise (below the bar fp8 ships at) without --fp8_experimental."""
-    from colossal_llama2.training.fp8 import check_fp8
+    from colossal_llama2.training.kernels.fp8 import check_fp8
 
     with pytest.raises(UserInputError) as err:
         check_fp8(choice, plugin=plugin, capability=capability, experimental=experimental, max_length=max_length)
@@ -141,7 +141,7 @@ def test_fp8_refusals(choice, plugin, capability, max_length, experimental, says
 
 def test_fp8_tensorwise_needs_no_experimental_flag():
     """tensorwise met its bar: accepted on zero2/zero2_cpu without --fp8_experimental (with torchao present)."""
-    from colossal_llama2.training.fp8 import check_fp8
+    from colossal_llama2.training.kernels.fp8 import check_fp8
     from tests.helpers.optional import import_torchao
 
     import_torchao()
@@ -152,7 +152,7 @@ def test_fp8_tensorwise_needs_no_experimental_flag():
 def test_fp8_filter_leaves_lm_head_and_odd_shapes_in_bf16():
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from colossal_llama2.training.fp8 import decoder_linear_filter
+    from colossal_llama2.training.kernels.fp8 import decoder_linear_filter
 
     model = LlamaForCausalLM(LlamaConfig(hidden_size=64, intermediate_size=168, num_hidden_layers=2,
                                          num_attention_heads=4, vocab_size=100))  # 168 = 10.5 x 16

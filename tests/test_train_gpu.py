@@ -109,7 +109,7 @@ def test_fused_kernels_train_like_the_reference(tmp_path, tiny_model_dir, gpu_da
 
 
 def test_fast_zero_step_trains_like_the_library_step(tmp_path, tiny_model_dir, gpu_data):
-    """zero_speed.py's step (fp32 foreach norm; bf16 gradients into the Adam kernel, which clips; weights written
+    """zero_step.py's step (fp32 foreach norm; bf16 gradients into the Adam kernel, which clips; weights written
     in place) and zero_reduction.py's gradient reduction against colossalai's own: the same arithmetic, so the
     same curve."""
     common = ["--pretrained", tiny_model_dir, "--dataset", gpu_data, "--plugin", "zero2", "--mixed_precision", "bf16",

@@ -1,4 +1,4 @@
-"""zero2_cpu's pipelined optimizer step (training/zero_offload.py): bit-equal to the library's step with
+"""zero2_cpu's pipelined optimizer step (training/plugins/zero_offload.py): bit-equal to the library's step with
 ``cpu_offload`` over 2 gloo ranks, its chunking, and where it is not installed."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import types
 import pytest
 import torch
 
-from colossal_llama2.training.zero_offload import HostAdam, chunked_segments, host_thread_warning, install_offload_step
+from colossal_llama2.training.plugins.zero_offload import HostAdam, chunked_segments, host_thread_warning, install_offload_step
 from tests.helpers.distributed import REPO_ROOT, run_distributed
 
 

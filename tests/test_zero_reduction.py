@@ -1,4 +1,4 @@
-"""zero2's gradient reduction (training/zero_reduction.py) leaves the library's gradient shards (CPU, gloo)."""
+"""zero2's gradient reduction (training/plugins/zero_reduction.py) leaves the library's gradient shards (CPU, gloo)."""
 from __future__ import annotations
 
 import types
@@ -6,7 +6,7 @@ import types
 import pytest
 import torch
 
-from colossal_llama2.training.zero_reduction import reduced_shard, speed_up_zero_reduction
+from colossal_llama2.training.plugins.zero_reduction import reduced_shard, speed_up_zero_reduction
 from tests.helpers.distributed import REPO_ROOT, run_distributed
 
 

@@ -34,7 +34,7 @@ def choose_attn_implementation(use_flash_attn: bool, cuda: bool, attention: str 
     kernel (packed documents isolated at flash speed), with whole samples through cuDNN on Hopper and later
     (``cudnn``); otherwise SDPA. The 3d plugin's shardformer replaces attention itself, so it always gets SDPA.
     """
-    from . import varlen_attention
+    from .kernels import varlen_attention
 
     if attention == "flash_attn" or (attention == "auto" and use_flash_attn):
         if cuda and importlib.util.find_spec("flash_attn") is not None:
@@ -67,7 +67,7 @@ def block_causal_mask(document_ids: torch.Tensor, dtype: torch.dtype) -> torch.T
 
 def model_inputs(batch: dict, *, attn_implementation: str, isolate_documents: bool, mask_dtype: torch.dtype) -> dict:
     """The keyword arguments for the model's forward from a collated batch."""
-    from .varlen_attention import ATTN_NAMES, cu_seq_lens_from_document_ids
+    from .kernels.varlen_attention import ATTN_NAMES, cu_seq_lens_from_document_ids
 
     # No KV cache in training: with one, every decoder layer's forward reads its own layer index (the cache
     # update), so torch.compile (--compile) compiles each layer separately and, past its recompile limit of 8,

@@ -6,7 +6,7 @@ import math
 import torch
 
 from ..dataset.loader import PaddingCollator, TokenizedDataset
-from .plugins import DataParallel
+from .plugins.factory import DataParallel
 from .token_loss import TokenLoss
 
 

@@ -29,25 +29,25 @@ from ..dataset.loader import PaddingCollator, ResumableDistributedSampler
 from ..dataset.schema import IGNORE_INDEX
 from ..utils.fs import atomic_write_text
 from ..utils.logging import get_logger
-from . import checkpoint as ckpt
-from .compile_watch import CompileWatch
-from .ddp_speed import register_sum_gradients
+from .checkpoint import directory as ckpt
+from .kernels.compile_watch import CompileWatch
+from .plugins.ddp_speed import register_sum_gradients
 from .evaluation import evaluate
 from .metrics import MetricsWriter, device_peak_tflops, flops_per_token, peak_memory
-from .plugin_choice import oom_hint
-from .fp8 import FP8_TOKEN_MULTIPLE
+from .plugins.choice import oom_hint
+from .kernels.fp8 import FP8_TOKEN_MULTIPLE
 from .model_setup import DTYPES, apply_patches_after_boost, build_model, plan_model_patches
 from .optim import StepPlan, keeps_master_weights, make_optimizer, make_scheduler
-from .plugins import data_parallel, make_booster, make_plugin, precision_for
-from .launcher import spawn_reaper
-from .process import GarbageCollection, leave_process
+from .plugins.factory import data_parallel, make_booster, make_plugin, precision_for
+from .lifecycle.launcher import spawn_reaper
+from .lifecycle.process import GarbageCollection, leave_process
 from .profiling import StepProfiler, phase
-from .signals import GracefulStop
+from .lifecycle.signals import GracefulStop
 from .step_metrics import DeviceScalars, NonFiniteLoss, StepRecord, StepReporter
 from .token_loss import TokenLoss
 from .validation import parse_profile_steps, validate_inputs
-from .zero_reduction import speed_up_zero_reduction
-from .zero_speed import speed_up_zero_optimizer
+from .plugins.zero_reduction import speed_up_zero_reduction
+from .plugins.zero_step import speed_up_zero_optimizer
 
 logger = get_logger(__name__)
 

@@ -17,13 +17,13 @@ import torch
 from ..dataset.schema import IGNORE_INDEX
 from ..utils.logging import get_logger
 from .attention import choose_attn_implementation
-from .ddp_speed import bf16_residual_stream
-from .liger_ops import apply_liger_kernels, enable_linear_loss
-from .fp8 import apply_float8
+from .plugins.ddp_speed import bf16_residual_stream
+from .kernels.liger import apply_liger_kernels, enable_linear_loss
+from .kernels.fp8 import apply_float8
 from .freeze import freeze_non_embedding_params
-from .fused_ops import Fusion, fuse_rms_norms
+from .kernels.fused_ops import Fusion, fuse_rms_norms
 from .neftune import NEFTune
-from .plugins import LAZY_INIT_PLUGINS
+from .plugins.factory import LAZY_INIT_PLUGINS
 
 logger = get_logger(__name__)
 

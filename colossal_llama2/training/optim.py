@@ -25,8 +25,6 @@ from ..utils.errors import UserInputError
 MIN_LR_RATIO = 0.1  # cosine decays to 10% of the peak learning rate, as in LLaMA-2's recipe
 OPTIMIZERS = ("adamw", "adamw_bf16", "adamw8bit")
 LOW_MEMORY_PLUGINS = ("zero2", "ddp")  # LowLevelZero (and DDP) take any torch optimizer; gemini needs HybridAdam
-# Bytes per parameter of master weights and optimizer states (what zero2 shards over its ranks).
-STATE_BYTES = {"adamw": 12, "adamw_bf16": 4, "adamw8bit": 2}
 BETAS = (0.9, 0.95)
 EPS = 1e-8
 

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from ..dataset.schema import IGNORE_INDEX
 from .attention import model_inputs
-from .fused_ops import fused_cross_entropy, shifted_labels
+from .kernels.fused_ops import fused_cross_entropy, shifted_labels
 from .model_setup import ModelPatches
 from .neftune import NEFTune
 

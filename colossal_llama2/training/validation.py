@@ -13,11 +13,11 @@ import torch
 from ..dataset.loader import TokenizedDataset, load_tokenized_dataset
 from ..utils.errors import UserInputError
 from ..utils.logging import get_logger
-from . import checkpoint as ckpt
-from .fp8 import check_fp8
-from .fused_ops import Fusion, resolve_fusion
+from .checkpoint import directory as ckpt
+from .kernels.fp8 import check_fp8
+from .kernels.fused_ops import Fusion, resolve_fusion
 from .optim import check_optimizer
-from .plugins import check_plugin_args, precision_for
+from .plugins.factory import check_plugin_args, precision_for
 
 logger = get_logger(__name__)
 
@@ -77,7 +77,7 @@ def _resolve_auto_plugin(args: argparse.Namespace, config, cuda: bool, world_siz
     """--plugin auto -> the fastest plugin that fits by plugin_choice's estimate; logged with the reason."""
     import torch
 
-    from .plugin_choice import ModelShape, choose_plugin
+    from .plugins.choice import ModelShape, choose_plugin
 
     device_bytes = (min(torch.cuda.get_device_properties(i).total_memory for i in range(torch.cuda.device_count()))
                     if cuda else 0)
@@ -88,7 +88,7 @@ def _resolve_auto_plugin(args: argparse.Namespace, config, cuda: bool, world_siz
 
 
 def _warn_if_zero2_fits(args: argparse.Namespace, config, world_size: int) -> None:
-    from .plugin_choice import ModelShape, gemini_warning
+    from .plugins.choice import ModelShape, gemini_warning
 
     device_bytes = min(torch.cuda.get_device_properties(i).total_memory for i in range(torch.cuda.device_count()))
     warning = gemini_warning(ModelShape.of(config), gpus=world_size, device_bytes=device_bytes,

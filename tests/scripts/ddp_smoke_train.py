@@ -39,7 +39,7 @@ def main() -> None:
         dist.all_reduce(loss)
         if rank == 0:
             print(f"SMOKE_LOSS {step} {loss.item() / dist.get_world_size():.6f}", flush=True)
-    # Like train.py (training/process.py: leave_process): gloo's process-group teardown can hang once a peer
+    # Like train.py (training/lifecycle/process.py: leave_process): gloo's process-group teardown can hang once a peer
     # has exited, so wait for every rank and leave without it.
     dist.barrier()
     sys.stdout.flush()

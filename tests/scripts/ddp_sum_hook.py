@@ -14,7 +14,7 @@ class Wrapper:  # what a Booster's TorchDDPModel looks like to register_sum_grad
 
 
 def main() -> None:
-    from colossal_llama2.training.ddp_speed import register_sum_gradients
+    from colossal_llama2.training.plugins.ddp_speed import register_sum_gradients
 
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()

@@ -20,7 +20,7 @@ def main(model_dir: str, tp: int) -> None:
     from colossal_llama2.dataset.loader import PaddingCollator
     from colossal_llama2.dataset.schema import IGNORE_INDEX
     from colossal_llama2.training.attention import model_inputs
-    from colossal_llama2.training.plugins import make_plugin
+    from colossal_llama2.training.plugins.factory import make_plugin
 
     colossalai.launch_from_torch(seed=0)
     plugin = make_plugin("3d", precision="fp16", max_norm=0.0, tp=tp, zero=0, accumulation_steps=1)

@@ -3,7 +3,7 @@ states), ``lr_scheduler`` (the schedule position) or ``sampler`` (the data posit
 that they can see each loss. TRAIN_SCRIPT_WRAPS names another train.py wrapper to run instead of train.py."""
 import os
 
-from colossal_llama2.training import checkpoint
+from colossal_llama2.training.checkpoint import directory as checkpoint
 from colossal_llama2.utils.errors import run_cli
 import runpy
 import sys

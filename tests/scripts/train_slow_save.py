@@ -4,7 +4,7 @@ mid-save."""
 import os
 import time
 
-from colossal_llama2.training import checkpoint
+from colossal_llama2.training.checkpoint import directory as checkpoint
 from colossal_llama2.utils.errors import run_cli
 from train import main
 

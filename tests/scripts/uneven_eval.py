@@ -7,7 +7,7 @@ import torch
 import torch.distributed as dist
 
 from colossal_llama2.training.evaluation import evaluate
-from colossal_llama2.training.plugins import DataParallel
+from colossal_llama2.training.plugins.factory import DataParallel
 
 
 class Eval:

@@ -19,7 +19,7 @@ CHUNK = 1000  # elements: the first weight (37 x 64) spans three chunks
 def build(pipelined: bool):
     from colossalai.zero import LowLevelZeroOptimizer
 
-    from colossal_llama2.training.zero_speed import grad_norm_fp32, speed_up_zero_optimizer, unscale_and_clip_grads
+    from colossal_llama2.training.plugins.zero_step import grad_norm_fp32, speed_up_zero_optimizer, unscale_and_clip_grads
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(64, 37), torch.nn.Linear(37, 33)).to(torch.bfloat16)

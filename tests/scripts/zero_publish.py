@@ -1,4 +1,4 @@
-"""Two gloo ranks: zero_speed.publish_working_params writes each rank's master shard into its slot of the
+"""Two gloo ranks: zero_step.publish_working_params writes each rank's master shard into its slot of the
 working weights and all-gathers them in place, padding included (a 15-element weight over 2 ranks); and
 update_and_publish starts each chunk's gathers before updating the next chunk, and the weights end complete."""
 from __future__ import annotations
@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from colossal_llama2.training import zero_speed
+from colossal_llama2.training.plugins import zero_step
 
 
 def colossalai_layout(param: torch.Tensor, world: int) -> torch.Tensor:
@@ -41,7 +41,7 @@ def assert_complete(working, full, rank: int) -> None:
 
 def check_publish(rank: int, world: int) -> None:
     working, full, masters, fake = setup([(5, 3), (4, 4), (7,)], rank, world)
-    zero_speed.publish_working_params(fake, [(w, m, None) for w, m in zip(working, masters)])
+    zero_step.publish_working_params(fake, [(w, m, None) for w, m in zip(working, masters)])
     assert_complete(working, full, rank)
     print(f"rank {rank}: published OK", flush=True)
 
@@ -64,7 +64,7 @@ def check_pipelined(rank: int, world: int, chunk_numel: int, expected_events: li
 
     dist.all_gather_into_tensor = logged_gather
     try:
-        zero_speed.update_and_publish(fake, list(zip(working, masters, targets)), update, chunk_numel)
+        zero_step.update_and_publish(fake, list(zip(working, masters, targets)), update, chunk_numel)
     finally:
         dist.all_gather_into_tensor = real_gather
     assert events == expected_events, (chunk_numel, events)

@@ -35,7 +35,7 @@ def allow_cpu() -> None:
 def train(fast: bool):
     from colossalai.zero.low_level.low_level_optim import LowLevelZeroOptimizer
 
-    from colossal_llama2.training.zero_reduction import speed_up_zero_reduction
+    from colossal_llama2.training.plugins.zero_reduction import speed_up_zero_reduction
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(13, 37), torch.nn.GELU(), torch.nn.Linear(37, 5)).to(torch.bfloat16)

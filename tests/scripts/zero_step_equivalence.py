@@ -1,5 +1,5 @@
 """On GPUs (1 or 2 ranks): zero_reduction's gradient reduction (NCCL's averaging reduce-scatter on 2 ranks)
-followed by zero_speed's fused step update master weights, Adam states and the bf16 working weights as
+followed by zero_step's fused step update master weights, Adam states and the bf16 working weights as
 colossalai's own LowLevelZeroOptimizer reduction and step do, over three steps with clipping active and two
 parameter groups (weight decay on one), with layer sizes that 2 ranks must pad.
 
@@ -27,12 +27,12 @@ def build(fused: bool):
     from colossalai.nn.optimizer import HybridAdam
     from colossalai.zero import LowLevelZeroOptimizer
 
-    from colossal_llama2.training import zero_speed
-    from colossal_llama2.training.zero_reduction import speed_up_zero_reduction
-    from colossal_llama2.training.zero_speed import speed_up_zero_optimizer
+    from colossal_llama2.training.plugins import zero_step
+    from colossal_llama2.training.plugins.zero_reduction import speed_up_zero_reduction
+    from colossal_llama2.training.plugins.zero_step import speed_up_zero_optimizer
 
     # chunks of a few thousand elements: on 2 ranks the update and the gathers interleave over several chunks
-    zero_speed.PUBLISH_CHUNK_NUMEL = 4096
+    zero_step.PUBLISH_CHUNK_NUMEL = 4096
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(64, 257), torch.nn.Linear(257, 33)).cuda().to(torch.bfloat16)

@@ -26,7 +26,7 @@ import types
 import torch
 import torch.nn.functional as F
 
-from ..utils.logging import get_logger
+from ...utils.logging import get_logger
 
 logger = get_logger(__name__)
 
@@ -106,7 +106,7 @@ class Fusion:
 
 
 def _refuse(flag: str, value: str, plugin: str, allowed: tuple[str, ...], why: str) -> None:
-    from ..utils.errors import UserInputError
+    from ...utils.errors import UserInputError
 
     if plugin not in allowed:
         raise UserInputError(f"{value} is not supported with --plugin {plugin} ({why}); it works with "
@@ -123,8 +123,8 @@ def resolve_fusion(fused_ops: str, fused_loss: str, plugin: str, cuda: bool, mod
     with liger-kernel installed: 1.05x at 7b's layer shapes), else F.rms_norm on CUDA; the compiled fused
     loss (liger's fused linear loss measured 0.85x there: it is for micro-batches that would not fit).
     """
-    from ..utils.errors import UserInputError
-    from .liger_ops import LIGER_PLUGINS, liger_available
+    from ...utils.errors import UserInputError
+    from .liger import LIGER_PLUGINS, liger_available
 
     shardformer = "shardformer replaces the modules and computes the loss itself"
     if fused_ops in ("on", "liger"):
@@ -142,7 +142,7 @@ def resolve_fusion(fused_ops: str, fused_loss: str, plugin: str, cuda: bool, mod
             raise UserInputError(f"{value} needs liger-kernel: {why_not}", where=flag)
     if fused_ops == "on" and not native_rms_norm_available():
         raise UserInputError("this torch has no torch.nn.functional.rms_norm", where="--fused_ops")
-    from ..model.families import FAMILIES, family_of
+    from ...model.families import FAMILIES, family_of
 
     if family_of(model_type) is None and fused_ops != "off":
         why = (f"model type {model_type!r} is not one of the families with fused kernels "
@@ -246,7 +246,7 @@ def fuse_rms_norms(model: torch.nn.Module) -> int:
 
     Only forwards are swapped (instance attributes): parameters, state dicts and checkpoints are untouched.
     """
-    from ..model.families import family_of
+    from ...model.families import family_of
 
     family = family_of(getattr(model.config, "model_type", None))
     if family is None:

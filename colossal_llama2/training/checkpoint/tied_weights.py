@@ -16,7 +16,7 @@ from typing import Iterator
 
 import torch
 
-from ..utils.logging import get_logger
+from ...utils.logging import get_logger
 
 logger = get_logger(__name__)
 

@@ -20,7 +20,7 @@ import importlib.util
 
 import torch
 
-from ..utils.errors import UserInputError
+from ...utils.errors import UserInputError
 
 FP8_TOKEN_MULTIPLE = 16  # fp8 matmuls take dimensions in multiples of 16, the token count included
 FP8_CHOICES = ("off", "tensorwise", "rowwise")

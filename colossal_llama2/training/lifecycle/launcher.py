@@ -77,7 +77,7 @@ def launcher_ancestors() -> list[ProcessRef]:
 
 def spawn_reaper(torchrun: ProcessRef, launchers: list[ProcessRef]) -> None:
     """Leave a detached process that ends a stuck ``colossalai run`` once torchrun has exited."""
-    args = [sys.executable, "-m", "colossal_llama2.training.launcher", "--torchrun", f"{torchrun.pid}:{torchrun.create_time}"]
+    args = [sys.executable, "-m", "colossal_llama2.training.lifecycle.launcher", "--torchrun", f"{torchrun.pid}:{torchrun.create_time}"]
     for p in launchers:
         args += ["--launcher", f"{p.pid}:{p.create_time}"]
     # Its own session and no inherited descriptors: it must not hold the launcher's output pipe open (the

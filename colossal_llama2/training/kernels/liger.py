@@ -38,7 +38,7 @@ def apply_liger_kernels(model: torch.nn.Module) -> int:
     liger entry point (``model/families.py``); returns the modules patched."""
     import liger_kernel.transformers as liger
 
-    from ..model.families import family_of
+    from ...model.families import family_of
 
     family = family_of(model.config.model_type)
     getattr(liger, family.liger_entry)(rope=True, rms_norm=True, swiglu=True, cross_entropy=False,

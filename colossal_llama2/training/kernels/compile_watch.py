@@ -7,7 +7,7 @@ This checks dynamo's counters after each step and logs once, with the step, if t
 """
 from __future__ import annotations
 
-from ..utils.logging import get_logger
+from ...utils.logging import get_logger
 
 logger = get_logger(__name__)
 

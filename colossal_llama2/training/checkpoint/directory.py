@@ -25,8 +25,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from ..utils.errors import UserInputError
-from ..utils.logging import get_logger
+from ...utils.errors import UserInputError
+from ...utils.logging import get_logger
 from .optimizer_states import (has_rank_states, load_master_weights, load_rank_states, save_master_weights,
                                save_rank_states, torchao_optimizer)
 from .tied_weights import check_still_tied, saving_tied_once, tied_names

@@ -37,7 +37,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from ..utils.logging import get_logger
+from ...utils.logging import get_logger
+from .zero_step_parts import begin_step, params_with_grads, working_slot
 
 logger = get_logger(__name__)
 
@@ -200,7 +201,6 @@ class OffloadPipe:
 
 def offload_step(self, closure=None):
     """LowLevelZeroOptimizer.step with ``cpu_offload`` (see the module docstring)."""
-    from .zero_speed import _params_with_grads, begin_step, working_slot
 
     div_scale = begin_step(self, closure)
     if div_scale is None:
@@ -208,7 +208,7 @@ def offload_step(self, closure=None):
     rows, gathers = [], []
     for group_id in range(self.num_param_groups):
         group = self.optim.param_groups[group_id]
-        for working, master, grad in _params_with_grads(self, group_id):
+        for working, master, grad in params_with_grads(self, group_id):
             padded, slot, world_size = working_slot(self, working, master)
             self._host_adam.count_step(master)
             rows.append((master, grad, slot, group))
@@ -234,7 +234,7 @@ def install_offload_step(inner, chunk_numel: int | None = None) -> str | None:
     inner._host_adam = HostAdam(inner.optim)
     inner._offload_pipe = OffloadPipe(chunk_numel or OFFLOAD_CHUNK_NUMEL, device)
     what = ("offloaded step pipelined: gradients down and weights up by DMA while the host updates "
-            "(training/zero_offload.py)")
+            "(training/plugins/zero_offload.py)")
     if device.type == "cuda":
         warning = host_thread_warning(torch.get_num_threads(), len(os.sched_getaffinity(0)),
                                       int(os.environ.get("LOCAL_WORLD_SIZE", "1")))

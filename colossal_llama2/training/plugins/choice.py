@@ -24,7 +24,7 @@ With ``--optimizer adamw_bf16`` / ``adamw8bit`` (zero2 or ddp only) zero2 keeps 
 activations = 37 bytes per token, layer and hidden unit without gradient checkpointing; with it, 4 bytes
 (the layers' inputs) plus one layer's 40; plus V·T bf16 logits and 1.5 GB of CUDA context and workspaces.
 Calibrated against the peaks measured on one H200 with train.py's defaults (tests/test_plugin_choice.py keeps
-them as a table; every estimate within -5% / +10%): zero2 at LLaMA-2-7B's shape 109.1 GiB (estimate +3%), at
+them as a table; every estimate within -5% to +9%): zero2 at LLaMA-2-7B's shape 109.1 GiB (estimate +3%), at
 16 of its layers 58.9 / 69.0 GiB (micro-batch 1 / 2), LLaMA-3-8B and Qwen2-7B with checkpointing 120.7 and
 115.0 GiB (+3%), LLaMA-3-8B without it 123.8 GiB (fp32 AdamW), 64.0 (adamw_bf16) and 49.3 (adamw8bit) (+1-3%),
 gemini at 8 and 16 of 7b's layers 35.9 and 62.8 GiB (+8-9%), zero2_cpu at 7b 30.9 GiB (+9%).
@@ -37,10 +37,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..utils.errors import UserInputError
-from .optim import STATE_BYTES
-
+from ...utils.errors import UserInputError
 GB = 1e9
+# Bytes per parameter of master weights and optimizer states for each --optimizer (what zero2 shards over its
+# ranks); training/optim.py says how each keeps them.
+STATE_BYTES = {"adamw": 12, "adamw_bf16": 4, "adamw8bit": 2}
 FIXED_OVERHEAD = 1.5 * GB
 COMFORTABLE = 0.92  # an estimate below this share of the GPU's memory fits without doubt
 ESTIMATE_MARGIN = 0.10  # estimates run up to this much above the measured peaks

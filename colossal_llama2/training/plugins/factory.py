@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from ..utils.errors import UserInputError
+from ...utils.errors import UserInputError
 
 GPU_PLUGINS = ("gemini", "gemini_auto", "zero2", "zero2_cpu", "3d")
 # Plugins whose models can be built lazily (LazyInitContext) and materialised already sharded.

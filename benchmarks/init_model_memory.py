@@ -1,6 +1,6 @@
-"""Measure init_model's peak memory on a LLaMA-shaped random model (a development tool, not a stage).
+"""Measure init_model's peak memory on a LLaMA-shaped random model (a measurement, not a stage).
 
-    python -m colossal_llama2.model.memory_probe --work_dir /tmp/probe --hidden_size 2048 --num_layers 16
+    python benchmarks/init_model_memory.py --work_dir /tmp/probe --hidden_size 2048 --num_layers 16
 
 Builds (once) a random bf16 LlamaForCausalLM with a 32,000-piece sentencepiece tokenizer and a
 69,104-piece extension of it (the seed's sizes), then runs ``init_model.py`` in a fresh process and
@@ -17,10 +17,10 @@ import sys
 import time
 from pathlib import Path
 
-if not __package__:  # run as a file: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
 
-from colossal_llama2.utils.errors import run_cli
+from colossal_llama2.utils.errors import run_cli  # noqa: E402
 
 
 def build_tokenizers(work: Path, source_size: int, target_size: int) -> tuple[Path, Path]:
@@ -69,7 +69,7 @@ def main(argv=None) -> int:
     size = sum(p.stat().st_size for p in model_dir.glob("*.safetensors"))
     out = work / "out"
     start = time.time()
-    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("init_model.py")),
+    proc = subprocess.Popen([sys.executable, str(REPO_ROOT / "colossal_llama2" / "model" / "init_model.py"),
                              "--source_model_and_tokenizer_path", str(model_dir), "--target_tokenizer_path",
                              str(tgt_tok), "--target_model_path", str(out), "--init_method", args.init_method,
                              "--max_shard_size", args.max_shard_size, "--overwrite"],

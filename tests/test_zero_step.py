@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from colossal_llama2.training.zero_speed import grad_norm_fp32, unscale_and_clip_grads
+from colossal_llama2.training.plugins.zero_step import grad_norm_fp32, unscale_and_clip_grads
 
 
 @pytest.fixture
@@ -49,7 +49,7 @@ def test_unscale_and_clip_scales_like_the_library(clip, norm, scale, factor):
 
 def test_clip_factor_goes_to_the_adam_step():
     """With the Adam kernel dividing, no pass over the gradients; the factor reaches HybridAdam.step once."""
-    from colossal_llama2.training.zero_speed import _adam_step_with_div_scale
+    from colossal_llama2.training.plugins.zero_step import _adam_step_with_div_scale
 
     calls = []
 
@@ -81,7 +81,7 @@ def test_weights_are_published_in_place_across_ranks():
 def test_one_rank_updates_in_one_pass(one_rank_group):
     """With nothing to gather there is nothing to overlap: one Adam pass over every parameter, whatever the
     chunk size, and the weights take their masters' values."""
-    from colossal_llama2.training.zero_speed import update_and_publish
+    from colossal_llama2.training.plugins.zero_step import update_and_publish
 
     working = [torch.zeros(4, dtype=torch.bfloat16), torch.zeros(6, dtype=torch.bfloat16)]
     fake = types.SimpleNamespace(_working_param_to_padded_working_param={w: w for w in working},
@@ -103,7 +103,7 @@ def test_one_rank_updates_in_one_pass(one_rank_group):
 
 
 def test_chunks_close_at_the_size_and_keep_the_order():
-    from colossal_llama2.training.zero_speed import chunks_of
+    from colossal_llama2.training.plugins.zero_step import chunks_of
 
     triples = [(i, torch.zeros(n), None) for i, n in enumerate([3, 6, 2, 2, 9, 1])]
     assert [[t[0] for t in c] for c in chunks_of(triples, 5)] == [[0, 1], [2, 3, 4], [5]]
@@ -111,7 +111,7 @@ def test_chunks_close_at_the_size_and_keep_the_order():
 
 
 def test_publishing_refuses_a_weight_detached_from_its_buffer(one_rank_group):
-    from colossal_llama2.training.zero_speed import publish_working_params
+    from colossal_llama2.training.plugins.zero_step import publish_working_params
 
     working = torch.zeros(4, dtype=torch.bfloat16)
     fake = types.SimpleNamespace(_working_param_to_padded_working_param={working: torch.zeros(4, dtype=torch.bfloat16)},
@@ -126,7 +126,7 @@ def test_adam_update_launches_once_per_gradient_dtype(monkeypatch):
     must go to separate launches, each with its own tensors (the kernel itself is faked: it needs CUDA)."""
     import colossalai.utils
 
-    from colossal_llama2.training.zero_speed import adam_update
+    from colossal_llama2.training.plugins.zero_step import adam_update
 
     launches = []
     monkeypatch.setattr(colossalai.utils, "multi_tensor_applier",
@@ -145,16 +145,16 @@ def test_adam_update_launches_once_per_gradient_dtype(monkeypatch):
 
 def test_publishing_nothing_is_a_no_op(one_rank_group):
     """A step where no parameter got a gradient (all frozen layers skipped) publishes nothing, without error."""
-    from colossal_llama2.training.zero_speed import publish_working_params
+    from colossal_llama2.training.plugins.zero_step import publish_working_params
 
-    from colossal_llama2.training import zero_speed
+    from colossal_llama2.training.plugins import zero_step
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("nothing to publish, yet a copy or a gather was launched")
 
     fake = types.SimpleNamespace(_working_param_to_padded_working_param={}, param_to_pg={}, pid_to_bucket_store={})
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(zero_speed.torch, "_foreach_copy_", must_not_run)
-        patch.setattr(zero_speed.dist, "all_gather_into_tensor", must_not_run)
-        assert zero_speed.start_publishing(fake, []) == []
+        patch.setattr(zero_step.torch, "_foreach_copy_", must_not_run)
+        patch.setattr(zero_step.dist, "all_gather_into_tensor", must_not_run)
+        assert zero_step.start_publishing(fake, []) == []
         publish_working_params(fake, [])

@@ -25,7 +25,7 @@ import time
 import torch
 import torch.distributed as dist
 
-from ..utils.logging import get_logger
+from ...utils.logging import get_logger
 
 logger = get_logger(__name__)
 

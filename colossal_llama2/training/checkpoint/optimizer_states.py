@@ -22,7 +22,7 @@ from typing import NamedTuple
 import torch
 import torch.distributed as dist
 
-from ..utils.errors import UserInputError
+from ...utils.errors import UserInputError
 
 RANK_FILE = "rank-{:05d}.pt"
 MASTER_FILE = "master-rank-{:05d}.safetensors"

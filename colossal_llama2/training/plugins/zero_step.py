@@ -31,36 +31,13 @@ tests/scripts/zero_step_equivalence.py compares it with the library's step on th
 """
 from __future__ import annotations
 
-import math
 import types
 
 import torch
 import torch.distributed as dist
 
-
-def grad_norm_fp32(self, dp_pg, gradients, norm_type=2):
-    """LowLevelZeroOptimizer._compute_grad_norm for the 2-norm: the global norm over ``dp_pg`` (a float)."""
-    if len(gradients) == 0:
-        return 0.0
-    if float(norm_type) != 2.0:
-        return type(self)._compute_grad_norm(self, dp_pg, gradients, norm_type)
-    per_tensor = torch._foreach_norm(gradients, 2.0, dtype=torch.float32)
-    squared = torch.linalg.vector_norm(torch.stack(per_tensor)).square().reshape(1)
-    for group in (dp_pg if isinstance(dp_pg, tuple) else (dp_pg,)):
-        dist.all_reduce(squared, op=dist.ReduceOp.SUM, group=group)
-    return math.sqrt(squared.item())
-
-
-def grad_div_scale(self, total_norm: float) -> float:
-    """What the gradients must be divided by: the loss scale (fp16) times the clipping factor, as the library."""
-    div_scale = 1.0
-    if self.mixed_precision_mixin is not None:
-        div_scale = self.mixed_precision_mixin.get_grad_div_scale()
-    if self._clip_grad_norm > 0.0:
-        clip = ((total_norm / div_scale) + 1e-6) / self._clip_grad_norm
-        if clip > 1:
-            div_scale = clip * div_scale
-    return div_scale
+from .zero_offload import install_offload_step
+from .zero_step_parts import begin_step, grad_div_scale, grad_norm_fp32, params_with_grads, working_slot
 
 
 def unscale_and_clip_grads(self, grad_groups_flat, total_norm):
@@ -82,47 +59,17 @@ def _adam_step_with_div_scale(zero_optimizer, adam):
     return step
 
 
-def begin_step(self, closure=None) -> float | None:
-    """What the library's step does before the update: nothing without gradient sync (None), the skip of an
-    overflowed fp16 step (None); else the global gradient norm (kept for the logs) and the factor the gradients
-    must be divided by."""
-    assert closure is None, "closure is not supported by step()"
-    if not self.require_grad_sync:
-        return None
-    if self.mixed_precision_mixin is not None and self.mixed_precision_mixin.should_skip_step():
-        self.zero_grad()
-        return None
-    from colossalai.zero.low_level._utils import calculate_global_norm_from_list
-
-    norms = [sum(self._compute_grad_norm(dp_pg=store.torch_pg, gradients=store.get_working_grads_by_group_id(group_id))
-                 for store in self.pg_to_grad_store.values()) for group_id in range(self.num_param_groups)]
-    self._current_grad_norm = calculate_global_norm_from_list(norm_list=norms)
-    return grad_div_scale(self, self._current_grad_norm)
-
-
 def fused_zero_step(self, closure=None):
     """LowLevelZeroOptimizer.step with master weights, Adam states and gradients on the GPU (see the module
     docstring): the library's numbers without its copies."""
     div_scale = begin_step(self, closure)
     if div_scale is None:
         return
-    groups = [_params_with_grads(self, group_id) for group_id in range(self.num_param_groups)]
+    groups = [params_with_grads(self, group_id) for group_id in range(self.num_param_groups)]
     for group_id, triples in enumerate(groups):
         group = self.optim.param_groups[group_id]
         update_and_publish(self, triples, lambda chunk: adam_update(self.optim, group, chunk, div_scale),
                            getattr(self, "_gather_chunk_numel", None))
-
-
-def _params_with_grads(self, group_id: int) -> list[tuple]:
-    """(working param, its fp32 master shard, this rank's gradient shard) for each param that got a gradient
-    (a layer that did not run has none and is not updated, as in the library)."""
-    triples = []
-    for working, master in zip(self._working_param_groups[group_id], self._master_param_groups_of_current_rank[group_id]):
-        store = self.pid_to_grad_store[id(working)]
-        grads = store.get_partitioned_gradients_by_param_id(group_id, id(working))
-        if grads:
-            triples.append((working, master, grads[0 if self._partition_grads else store.local_rank]))
-    return triples
 
 
 def adam_update(adam, group: dict, triples: list[tuple], div_scale: float) -> None:
@@ -211,16 +158,6 @@ def start_publishing(self, triples: list[tuple]) -> list:
     return [dist.all_gather_into_tensor(padded, slot, group=pg, async_op=True) for padded, slot, pg in gathers]
 
 
-def working_slot(self, working, master) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """The padded working weight, this rank's slot in it (where ``master``'s cast goes) and the gather's size."""
-    padded = self._working_param_to_padded_working_param[working]
-    if padded.data_ptr() != working.data_ptr():
-        raise RuntimeError("zero2 --zero_step fast: a working parameter no longer shares storage with its "
-                           "padded buffer (was its .data replaced?); use --zero_step library")
-    store = self.pid_to_bucket_store[id(working)]
-    return padded, padded[store.local_rank * master.numel():(store.local_rank + 1) * master.numel()], store.world_size
-
-
 def speed_up_zero_optimizer(optimizer, gather_chunk_numel: int | None = None,
                             offload_chunk_numel: int | None = None) -> str | None:
     """Install both on a boosted LowLevelZeroOptimizer (the Booster's OptimizerWrapper or the optimizer);
@@ -229,7 +166,6 @@ def speed_up_zero_optimizer(optimizer, gather_chunk_numel: int | None = None,
     (``zero_offload.offload_step``)."""
     from colossalai.zero.low_level.low_level_optim import LowLevelZeroOptimizer
 
-    from .zero_offload import install_offload_step
 
     inner = optimizer if isinstance(optimizer, LowLevelZeroOptimizer) else getattr(optimizer, "optim", None)
     if not isinstance(inner, LowLevelZeroOptimizer):
