@@ -20,7 +20,11 @@ ACCUMULATION_STEPS="${ACCUMULATION_STEPS:-8}"
 NUM_EPOCHS="${NUM_EPOCHS:-1}"
 SAVE_INTERVAL="${SAVE_INTERVAL:-1000}"
 MIXED_PRECISION="${MIXED_PRECISION:-bf16}"
-EXTRA_ARGS="${EXTRA_ARGS:---use_grad_checkpoint --use_flash_attn}"
+WEIGHT_DECAY="${WEIGHT_DECAY:-0.01}"
+WARMUP_STEPS="${WARMUP_STEPS:-100}"
+# More train.py flags. Add --use_grad_checkpoint only when the model does not fit without it, and --use_flash_attn
+# only on GPUs before Hopper (on sm >= 9.0 it replaces the faster cuDNN kernel): docs/benchmarks.md#what-to-pick.
+EXTRA_ARGS="${EXTRA_ARGS:-}"
 
 # Every prepared part (the output dirs of prepare_sft_dataset.py --data_arrow_output_dir).
 if [[ -n "${DATASET_DIRS:-}" ]]; then
@@ -64,8 +68,8 @@ exec "${launcher[@]}" train.py \
     --micro_batch_size "$MICRO_BATCH_SIZE" \
     --lr "$LR" \
     --max_length "$MAX_LENGTH" \
-    --weight_decay 0.01 \
-    --warmup_steps 100 \
+    --weight_decay "$WEIGHT_DECAY" \
+    --warmup_steps "$WARMUP_STEPS" \
     --accumulation_steps "$ACCUMULATION_STEPS" \
     --use_neft \
     "${mp_args[@]}" \

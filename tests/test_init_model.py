@@ -137,7 +137,7 @@ def test_padded_source_and_pad_to_multiple(tmp_path, padded_model_dir, target_to
 
 
 def test_bf16_kept_sharded_and_into_tokenizer_dir(tmp_path, tiny_tokenizer_dir, target_tok):
-    """Source dtype kept, shards + index written; the seed's 'model dir = tokenizer dir' usage works."""
+    """Source dtype kept, shards + index written; upstream's 'model dir = tokenizer dir' usage works."""
     from colossal_llama2.tiny_base import build_tiny_llama
 
     source = build_tiny_llama(tiny_tokenizer_dir, tmp_path / "bf16", torch_dtype="bfloat16")

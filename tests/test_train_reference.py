@@ -2,8 +2,7 @@
 
 A fixed-seed 2-rank CPU ddp run that goes through every part of the loop (NEFTune, gradient accumulation
 with no_sync, clipping, warmup + cosine schedule, periodic evaluation, a mid-run save) is compared with
-``tests/data/train_reference.json``, recorded from the trainer before it was split into components
-(commit 8483c9b). Regenerate only for an intended change of the numbers:
+``tests/data/train_reference.json``. Regenerate only for an intended change of the numbers:
 
     python -m tests.test_train_reference --write
 """

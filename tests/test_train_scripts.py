@@ -25,7 +25,8 @@ def test_launch_script_runs(tmp_path, tiny_tokenizer_dir, tiny_model_dir, script
         "PRETRAINED_MODEL_PATH": str(tiny_model_dir),
         "DATASET_DIRS": f"{data / 'part-00000'} {data / 'part-00001'}",
         "NPROC_PER_NODE": "2", "HOSTFILE": "", "MASTER_PORT": str(free_port()), "PLUGIN": "ddp",
-        "MAX_LENGTH": "64", "EXTRA_ARGS": "--max_steps 2 --padding_mode longest"})
+        "MAX_LENGTH": "64", "WEIGHT_DECAY": "0.02", "WARMUP_STEPS": "1",
+        "EXTRA_ARGS": "--max_steps 2 --padding_mode longest"})
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env["PATH"]])
     proc = subprocess.run(["bash", str(REPO_ROOT / script)], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, timeout=240)
@@ -37,5 +38,18 @@ def test_launch_script_runs(tmp_path, tiny_tokenizer_dir, tiny_model_dir, script
     config = json.loads(config_file.read_text())
     assert config["dataset"] == [str(data / "part-00000"), str(data / "part-00001")]
     assert config["accumulation_steps"] == (8 if sft else 1) and config["use_neft"] is sft
+    assert config["weight_decay"] == 0.02 and config["warmup_steps"] == 1
+    assert not config["use_flash_attn"] and not config["use_grad_checkpoint"]  # the defaults: docs/benchmarks.md
     metrics = (tmp_path / "tb" / run_dir.name / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(m)["step"] for m in metrics] == [1, 2]
+
+
+@pytest.mark.parametrize("script", ["train.example.sh", "train_sft.example.sh"])
+def test_example_scripts_pass_no_hard_coded_value(script):
+    """Every value train.py gets comes from a variable the environment can set (docs/training.md says so)."""
+    import re
+
+    command = (REPO_ROOT / script).read_text().split("exec ", 1)[1]
+    assert re.findall(r"(--\w+) +([^\s\\\"$][^\s\\]*)", command) == []
+    assert re.findall(r"(--\w+) +([^\s\\\"$][^\s\\]*)", "train.py --lr \"$LR\" --weight_decay 0.01 \\") == [
+        ("--weight_decay", "0.01")]

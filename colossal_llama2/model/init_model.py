@@ -6,7 +6,7 @@ for any causal LM transformers knows (GQA, qkv bias, rope scaling untouched); a 
     python colossal_llama2/model/init_model.py --source_model_and_tokenizer_path llama2 \
         --target_tokenizer_path llama2-zh --target_model_path llama2-zh-init
 
-Old rows stay bit-identical; new rows are the mean of the old rows (``--init_method mean``, the seed's)
+Old rows stay bit-identical; new rows are the mean of the old rows (``--init_method mean``, upstream's)
 or the mean of the rows of the piece's tokenization under the source tokenizer (``subword_mean``).
 Writes a complete Hugging Face checkpoint (safetensors, source dtype, tokenizer files included).
 See docs/tokenizer_and_model.md.
@@ -106,7 +106,7 @@ def _check_dirs(source_path: str | Path, target_tokenizer_path: str | Path, targ
         raise UserInputError(f"is a {target_kind} tokenizer but the source's is {kind}: it does not extend the "
                              f"source tokenizer", where="--target_tokenizer_path")
     target_tok, target = Path(target_tokenizer_path), Path(target_model_path)
-    # The seed allows writing the model into the tokenizer dir: fine while that dir holds only tokenizer files.
+    # Upstream allows writing the model into the tokenizer dir: fine while that dir holds only tokenizer files.
     same_dir = target.exists() and target.resolve() == target_tok.resolve()
     tokenizer_files = (hf_files.REQUIRED_FILES + hf_files.OPTIONAL_FILES + (hf_files.FAST_FILE,)
                        + hf_files.BYTE_LEVEL_OPTIONAL + hf_files.SLOW_BPE_FILES)

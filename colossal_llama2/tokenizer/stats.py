@@ -2,7 +2,7 @@
 
     python -m colossal_llama2.tokenizer.stats --tokenizer_dirs llama2,llama2-zh --data_input_dirs data/
 
-"Tokens per character" is the seed README's "compression rate" (LLaMA-2 about 1.2 on Chinese, the
+"Tokens per character" is the upstream README's "compression rate" (LLaMA-2 about 1.2 on Chinese, the
 extended tokenizer about 0.66): lower is better. Counts exclude special tokens (no <s>).
 """
 from __future__ import annotations

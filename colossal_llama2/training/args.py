@@ -1,10 +1,10 @@
-"""train.py's command line: the seed README's flags (unchanged, so users' scripts keep working) plus ours."""
+"""train.py's command line: the upstream README's flags (unchanged, so users' scripts keep working) plus ours."""
 from __future__ import annotations
 
 import argparse
 from typing import Sequence
 
-from .fp8 import FP8_CHOICES
+from .kernels.fp8 import FP8_CHOICES
 from .optim import OPTIMIZERS
 
 PLUGINS = ("gemini", "gemini_auto", "zero2", "zero2_cpu", "3d", "ddp", "auto")
@@ -78,7 +78,7 @@ def _add_parallel_args(group) -> None:
     a("--plugin", default="auto", choices=PLUGINS,
       help="Booster plugin. gemini/gemini_auto/zero2/zero2_cpu/3d need CUDA; ddp (TorchDDPPlugin) also runs on CPU. "
            "auto (default): the fastest of zero2, gemini, zero2_cpu, gemini_auto whose estimated peak memory fits "
-           "the GPUs, ddp on CPU (training/plugin_choice.py; `python -m colossal_llama2.plan` prints the same "
+           "the GPUs, ddp on CPU (training/plugins/choice.py; `python -m colossal_llama2.plan` prints the same "
            "estimates; the choice and its reason are logged at start).")
     a("--tp", type=int, default=1, help="Tensor parallel size for the 3d plugin.")
     a("--zero", type=int, default=1, choices=(0, 1, 2), help="ZeRO stage for the 3d plugin.")
@@ -91,8 +91,8 @@ def _add_parallel_args(group) -> None:
            "Adam kernel, which also clips, and the updated weights are cast into place and all-gathered in place; "
            "no fp32 gradient copies, no gather buckets, the gradient norm in fp32 with foreach kernels (same "
            "arithmetic; 1.20x the library step's speed and 14 GiB less memory at 16 of 7b's layers on one H200, "
-           "training/zero_speed.py). fast (zero2_cpu): the offloaded step pipelined, gradients down and weights up "
-           "by DMA while the host runs Adam (12x the library step at 7b on one H200, training/zero_offload.py). "
+           "training/plugins/zero_step.py). fast (zero2_cpu): the offloaded step pipelined, gradients down and weights up "
+           "by DMA while the host runs Adam (12x the library step at 7b on one H200, training/plugins/zero_offload.py). "
            "library: colossalai's own step, for comparison.")
     a("--zero_gather_chunk_in_m", type=int, default=64,
       help="zero2 with --zero_step fast on several GPUs: the step updates and all-gathers the weights in chunks of "
@@ -101,7 +101,7 @@ def _add_parallel_args(group) -> None:
     a("--zero_reduce", default="fast", choices=("fast", "library"),
       help="zero2/zero2_cpu gradient reduction. fast: each bucket is concatenated on the communication stream and "
            "reduce-scattered with an averaging collective, so the compute stream spends no pass on concatenating "
-           "or dividing it, and one GPU skips the collective's copy (same numbers; training/zero_reduction.py). "
+           "or dividing it, and one GPU skips the collective's copy (same numbers; training/plugins/zero_reduction.py). "
            "library: colossalai's own reduction, for comparison.")
 
 
@@ -109,8 +109,7 @@ def _add_kernel_args(group) -> None:
     a = group.add_argument
     a("--attention", default="auto", choices=("auto", "sdpa", "varlen", "cudnn", "flash_attn"),
       help="Attention kernel. varlen: torch's varlen flash kernel (packed documents isolated without a mask). "
-           "cudnn: the same, but batches of whole unpadded samples through SDPA's cuDNN kernel (forward + backward "
-           "1.8x flash at 7b's attention shape on an H200). auto: flash-attn 2 with --use_flash_attn if "
+           "cudnn: the same, but batches of whole unpadded samples through SDPA's cuDNN kernel. auto: flash-attn 2 with --use_flash_attn if "
            "importable, else cudnn on GPUs of compute capability 9.0+, varlen on other GPUs, and SDPA with a "
            "block mask on CPU.")
     a("--use_flash_attn", action="store_true",
@@ -125,13 +124,12 @@ def _add_kernel_args(group) -> None:
     a("--fused_loss", default="auto", choices=("auto", "on", "linear", "off"),
       help="on: cross-entropy that computes loss and gradient in one pass over the logits, without fp32 copies of "
            "them (compiled on CUDA). linear: liger-kernel's fused linear cross-entropy, lm_head and loss chunk by "
-           "chunk so the logits never exist in full (zero2, zero2_cpu; less memory, but 0.85x the speed of on at "
-           "7b's shapes: for micro-batches that would not fit otherwise). auto: on except for 3d, whose "
+           "chunk so the logits never exist in full (zero2, zero2_cpu; less memory at some speed: for "
+           "micro-batches that would not fit otherwise). auto: on except for 3d, whose "
            "shardformer model computes the loss.")
     a("--compile", action="store_true",
       help="Experimental: torch.compile each decoder layer, all layers sharing one graph (zero2, zero2_cpu, "
-           "ddp). Measured barely faster: no gain at the 1b shape on an H100, +0.2-0.4%% at 16 of 7b's layers "
-           "on an H200. Use it with --fp8.")
+           "ddp). It adds little to zero2's defaults (docs/benchmarks.md); use it with --fp8.")
     a("--fp8", default="off", choices=FP8_CHOICES,
       help="fp8 matmuls in the decoder layers' linear projections, torchao's float8 training with per-tensor "
            "(tensorwise) or per-row (rowwise, experimental: needs --fp8_experimental) dynamic scales (zero2, "
@@ -151,8 +149,8 @@ def _add_diagnostic_args(group) -> None:
       help="Profile optimizer steps FIRST..LAST with torch.profiler; rank 0 writes <tensorboard_dir>/profile.txt.")
     a("--gc_interval", type=int, default=0,
       help="Run Python's garbage collector every N optimizer steps instead of at arbitrary moments inside a step; "
-           "0 (default) keeps Python's automatic collection. On one H100 it made no measurable difference; with "
-           "many ranks a collection pause on one rank stalls all of them.")
+           "0 (default) keeps Python's automatic collection. With many ranks a collection pause on one rank "
+           "stalls all of them.")
     a("--random_init", action="store_true",
       help="Initialise weights randomly from --pretrained's config.json instead of loading them (benchmarks).")
     a("--no_save", action="store_true", help="Write no checkpoint at all, not even at the end (benchmarks).")

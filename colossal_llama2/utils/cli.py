@@ -5,7 +5,7 @@ import argparse
 
 
 def str2bool(value: str | bool) -> bool:
-    """Accept ``--flag True`` / ``--flag false`` / ``--flag 1`` as the seed README's commands write them."""
+    """Accept ``--flag True`` / ``--flag false`` / ``--flag 1`` as the upstream README's commands write them."""
     if isinstance(value, bool):
         return value
     lowered = value.strip().lower()
