@@ -1,7 +1,8 @@
 """train.py with ``--plugin zero2`` on CPU: colossalai's LowLevelZero plugin over gloo ranks, with the stream
 stand-ins of ``zero_reduction_equivalence.allow_cpu`` and torch's AdamW in place of HybridAdam (whose CPU kernel
 would be JIT-compiled first). zero2's sharded save, resume, stop and accumulation are tested on CPU with it."""
-from colossal_llama2.training import loop, plugins
+from colossal_llama2.training import loop
+from colossal_llama2.training.plugins import factory as plugins
 from colossal_llama2.utils.errors import run_cli
 from tests.scripts.zero_reduction_equivalence import allow_cpu
 from train import main
