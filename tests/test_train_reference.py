@@ -17,7 +17,12 @@ import pytest
 from tests.helpers.distributed import REPO_ROOT, run_distributed
 
 REFERENCE = Path(__file__).parent / "data" / "train_reference.json"
-RTOL = 1e-6
+# Relative tolerances. The same code gives slightly different float sums on different CPUs (vector widths of the
+# kernels, gloo's reduction order): seen up to 2.4e-6 on the losses and 1.1e-4 on the gradient norm between two
+# x86 machines. A real change of the numbers (a denominator that counts padding, an accumulation that forgets to
+# divide) moves them by percents.
+RTOL = {"grad_norm": 1e-3}
+RTOL_DEFAULT = 2e-5
 
 
 def reference_args(model_dir: Path, data: dict, out: Path) -> list[str]:
@@ -51,7 +56,7 @@ def test_per_step_numbers_match_the_recorded_reference(tmp_path, tiny_model_dir,
     for want, have in zip(expected["steps"], got["steps"]):
         assert set(have) == set(want), want["step"]
         for key, value in want.items():
-            assert have[key] == pytest.approx(value, rel=RTOL, abs=0), (want["step"], key)
+            assert have[key] == pytest.approx(value, rel=RTOL.get(key, RTOL_DEFAULT), abs=0), (want["step"], key)
 
 
 if __name__ == "__main__" and "--write" in sys.argv:
