@@ -104,9 +104,29 @@ def test_project_template_on_request_and_install_refusals(tmp_path, tokenizer_di
         prepare(options(tmp_path, tok_dir, tmp_path / "in", chat_template="nope", overwrite=True))
 
 
-def test_a_template_that_rewrites_earlier_turns_is_refused(tmp_path, tokenizer_dirs, english_lines, chinese_lines):
-    template = tmp_path / "t.jinja"  # numbers every turn by the conversation's length: prefixes differ
+def test_a_template_that_rewrites_earlier_turns_is_supervised_on_its_answers(tmp_path, tokenizer_dirs, english_lines,
+                                                                               chinese_lines):
+    """Numbering every turn by the conversation's length changes every earlier turn as the conversation grows: no
+    prefix of the render is the render of a prefix. The answers are still found in the one full render."""
+    from datasets import load_from_disk
+    from transformers import AutoTokenizer
+
+    template = tmp_path / "t.jinja"
     template.write_text("{% for m in messages %}[{{ messages|length }}]{{ m['content'] }}{{ eos_token }}{% endfor %}")
-    write_jsonl(tmp_path / "in" / "chat.jsonl", conversations(english_lines, chinese_lines)[:4])
-    with pytest.raises(UserInputError, match="--chat_template: the chat template does not render"):
-        prepare(options(tmp_path, tokenizer_dirs["llama3"], tmp_path / "in", chat_template=str(template)))
+    records = conversations(english_lines, chinese_lines)[:6]
+    write_jsonl(tmp_path / "in" / "chat.jsonl", records)
+    prepare(options(tmp_path, tokenizer_dirs["llama3"], tmp_path / "in", chat_template=str(template), max_length=1024,
+                    num_spliced_dataset_bins=1))
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dirs["llama3"]))
+    eos = tokenizer.eos_token  # the template closes every message with it
+    want = sorted(tuple(f"{m['content']}{eos}" for m in r["messages"] if m["from"] == "assistant") for r in records)
+    got = []
+    for row in load_from_disk(str(tmp_path / "arrow" / part_name(0))):
+        runs, current = [], []
+        for token, label in zip(row["input_ids"], row["labels"]):
+            if label != IGNORE_INDEX:
+                current.append(token)
+            elif current:
+                runs, current = runs + [tokenizer.decode(current)], []
+        got.append(tuple(runs + ([tokenizer.decode(current)] if current else [])))
+    assert sorted(got) == want

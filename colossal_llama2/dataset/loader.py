@@ -60,6 +60,11 @@ class TokenizedDataset:
                                  "again with one template", where="--dataset")
         return templates.pop() if templates else None
 
+    @property
+    def end_of_turn_tokens(self) -> list[str]:
+        """The special tokens SFT answers end with (where generation must stop); none for pretraining data."""
+        return sorted({token for m in self.metas for token in m.get("end_of_turn_tokens", [])})
+
     def __len__(self) -> int:
         return len(self.dataset)
 

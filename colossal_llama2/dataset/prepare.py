@@ -399,6 +399,7 @@ def _write_parts(o: Options, tokenizer, cache: Path, units: list, results: list,
         meta["shard"] = {"index": o.shard_index, "of": o.num_shards}
     if o.kind == "sft":
         meta["chat_template"] = template
+        meta["end_of_turn_tokens"] = chat_templates.end_of_turn_tokens(tokenizer, template)
     lo = min([IGNORE_INDEX] + [r.meta["id_range"][0] for r in results])
     hi = max([0] + [max(r.meta["id_range"][1], r.meta["max_seq_length"]) for r in results])
     jsonl_dir = cache / "jsonl" if o.data_jsonl_output_dir else None

@@ -36,7 +36,7 @@ from .evaluation import evaluate
 from .metrics import MetricsWriter, device_peak_tflops, flops_per_token, peak_memory
 from .plugins.choice import oom_hint
 from .kernels.fp8 import FP8_TOKEN_MULTIPLE
-from .model_setup import DTYPES, apply_patches_after_boost, build_model, plan_model_patches
+from .model_setup import DTYPES, apply_patches_after_boost, build_model, plan_model_patches, stop_generation_at
 from .optim import StepPlan, keeps_master_weights, make_optimizer, make_scheduler
 from .plugins.factory import data_parallel, make_booster, make_plugin, precision_for
 from .lifecycle.launcher import spawn_reaper
@@ -91,6 +91,10 @@ class Trainer:
         if args.config_file and self.is_main:
             atomic_write_text(args.config_file, json.dumps(vars(args), indent=2, sort_keys=True))
         model = build_model(args, self.config, self.patches, self.device)
+        if self.data.end_of_turn_tokens:
+            logger.info("generation stops at token ids %s (the chat template's end of turn %s)",
+                        stop_generation_at(model, self.tokenizer, self.data.end_of_turn_tokens),
+                        ", ".join(self.data.end_of_turn_tokens))
         self.num_params = sum(p.numel() for p in model.parameters())
         torch.manual_seed(args.seed + self.rank)  # distinct NEFTune noise per rank, reproducible
         self._build_data()

@@ -106,6 +106,20 @@ def build_model(args: argparse.Namespace, config, patches: ModelPatches, device:
     return model
 
 
+def stop_generation_at(model: torch.nn.Module, tokenizer, end_tokens: list[str]) -> list[int]:
+    """Add SFT data's end-of-turn tokens to ``generation_config.eos_token_id`` (saved in every ``modeling/``), so
+    that ``generate`` stops where the answers it learnt end (LLaMA-3's ``<|eot_id|>``, not only
+    ``<|end_of_text|>``); returns the stop ids."""
+    eos = model.generation_config.eos_token_id
+    stops = [] if eos is None else list(eos) if isinstance(eos, (list, tuple)) else [eos]
+    if tokenizer.eos_token_id is not None:
+        stops.append(tokenizer.eos_token_id)
+    stops += [tokenizer.convert_tokens_to_ids(token) for token in end_tokens]
+    stops = list(dict.fromkeys(stops))
+    model.generation_config.eos_token_id = stops[0] if len(stops) == 1 else stops
+    return stops
+
+
 def apply_patches_after_boost(unwrapped: torch.nn.Module, patches: ModelPatches) -> NEFTune | None:
     """Patch the boosted model's modules in place; returns the NEFTune hook (it needs each batch's lengths)."""
     if patches.fusion.liger:
