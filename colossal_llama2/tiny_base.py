@@ -206,12 +206,13 @@ def build_byte_level_tokenizer(corpus_files: Iterable[str | os.PathLike], out_di
 
 def build_tiny_family_model(family: str, tokenizer_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
                             hidden_size: int = 64, num_hidden_layers: int = 2, seed: int = 0) -> Path:
-    """A random tiny model of ``family`` (llama3: GQA 4:1, rope scaling; qwen2: qkv bias, tied; mistral: GQA,
-    no sliding window, as Mistral-Nemo) sized to the tokenizer, saved with its tokenizer files."""
+    """A random tiny model of ``family`` (llama3: GQA 4:1, rope scaling; qwen2: qkv bias, tied; qwen3: per-head
+    q/k norms, tied; mistral: GQA, no sliding window, as Mistral-Nemo) sized to the tokenizer, saved with its
+    tokenizer files."""
     import shutil
 
     import torch
-    from transformers import AutoTokenizer, LlamaConfig, MistralConfig, Qwen2Config
+    from transformers import AutoTokenizer, LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
     from transformers import AutoModelForCausalLM
 
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
@@ -225,6 +226,9 @@ def build_tiny_family_model(family: str, tokenizer_dir: str | os.PathLike, out_d
     elif family == "qwen2":
         config = Qwen2Config(**common, num_key_value_heads=2, rope_theta=1000000.0, tie_word_embeddings=True,
                              use_sliding_window=False, sliding_window=None)
+    elif family == "qwen3":
+        config = Qwen3Config(**common, num_key_value_heads=2, head_dim=16, rope_theta=1000000.0,
+                             tie_word_embeddings=True, use_sliding_window=False, sliding_window=None)
     elif family == "mistral":
         config = MistralConfig(**common, num_key_value_heads=4, sliding_window=None, tie_word_embeddings=False)
     else:

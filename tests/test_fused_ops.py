@@ -220,12 +220,13 @@ def test_liger_linear_loss_matches_reference_on_gpu():
     torch.testing.assert_close(w1.grad.float(), w2.grad.float(), rtol=2e-2, atol=2e-3)
 
 
-@pytest.mark.parametrize("family", ["qwen2", "mistral"])
-def test_fused_norms_cover_qwen2_and_mistral(family):
-    """The family table gives each model type its RMSNorm class: every norm is fused, outputs unchanged in fp32."""
-    from transformers import AutoModelForCausalLM, MistralConfig, Qwen2Config
+@pytest.mark.parametrize("family, norms", [("qwen2", 7), ("qwen3", 13), ("mistral", 7)])
+def test_fused_norms_cover_qwen2_qwen3_and_mistral(family, norms):
+    """The family table gives each model type its RMSNorm class: every norm is fused (2 per decoder layer and the
+    final one; Qwen3 also its per-head q and k norms), outputs unchanged in fp32."""
+    from transformers import AutoModelForCausalLM, MistralConfig, Qwen2Config, Qwen3Config
 
-    make = {"qwen2": Qwen2Config, "mistral": MistralConfig}[family]
+    make = {"qwen2": Qwen2Config, "qwen3": Qwen3Config, "mistral": MistralConfig}[family]
     config = make(vocab_size=97, hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
                   num_key_value_heads=1, max_position_embeddings=64, attn_implementation="sdpa",
                   tie_word_embeddings=family == "qwen2", sliding_window=None)
@@ -233,7 +234,7 @@ def test_fused_norms_cover_qwen2_and_mistral(family):
     reference = AutoModelForCausalLM.from_config(config)
     fused = AutoModelForCausalLM.from_config(config)
     fused.load_state_dict(reference.state_dict())
-    assert fuse_rms_norms(fused) == 7  # 2 per decoder layer + the final norm
+    assert fuse_rms_norms(fused) == norms
     assert all(m.forward.__func__ is fused_ops._norm_forward for m in fused.modules() if "RMSNorm" in type(m).__name__)
     ids = torch.randint(0, 97, (2, 12))
     torch.testing.assert_close(fused(input_ids=ids).logits, reference(input_ids=ids).logits, rtol=1e-5, atol=1e-5)
@@ -246,3 +247,13 @@ def test_unknown_model_types_keep_their_modules_or_are_refused(caplog):
     assert "model type 'gpt_neox' is not one of the families" in caplog.text
     with pytest.raises(UserInputError, match="--fused_ops: on: model type 'gpt_neox'"):
         resolve_fusion("on", "auto", "ddp", cuda=False, model_type="gpt_neox")
+
+
+def test_qwen3_is_a_family_with_fused_kernels(caplog):
+    """Qwen3 (model_type qwen3) gets the fused RMSNorm without a warning; Gemma-3's norms (1 + weight) do not."""
+    from colossal_llama2.model.families import family_of
+
+    assert family_of("qwen3").rms_norm_type().__name__ == "Qwen3RMSNorm"
+    assert resolve_fusion("on", "auto", "ddp", cuda=False, model_type="qwen3").norm
+    assert "not one of the families" not in caplog.text
+    assert family_of("gemma3_text") is None

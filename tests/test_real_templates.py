@@ -160,7 +160,7 @@ def test_an_answer_the_template_does_not_render_is_a_bad_line(tmp_path):
 PIPELINES = {  # name: (package, tiny model family built on it, end of turn, eos of the base's tokenizer_config)
     # LLaMA-3.1's base model: eos <|end_of_text|>, its chat template's turns end in <|eot_id|>
     "llama3_1": ("llama3_1", "llama3", "<|eot_id|>", "<|end_of_text|>"),
-    "qwen3": ("minicpm_v4_5", "qwen2", "<|im_end|>", None),  # tied embeddings, as the small Qwen3 models
+    "qwen3": ("minicpm_v4_5", "qwen3", "<|im_end|>", None),  # tied embeddings, as the small Qwen3 models
     "gpt_oss": ("gptoss", "llama3", "<|return|>", None),  # gpt-oss's tokenizer and template on a LLaMA shape
 }
 

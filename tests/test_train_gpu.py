@@ -207,14 +207,14 @@ def test_tied_qwen2_trains_saves_and_resumes(tmp_path, qwen2_tokenizer_dir, plug
     assert "lm_head.weight" not in index["weight_map"] and "model.embed_tokens.weight" in index["weight_map"]
 
 
-@pytest.mark.parametrize("family", ["llama3", "qwen2", "mistral"])
+@pytest.mark.parametrize("family", ["llama3", "qwen2", "qwen3", "mistral"])
 def test_fast_paths_apply_to_each_family(tmp_path, llama3_tokenizer_dir, qwen2_tokenizer_dir, family):
     """zero2's defaults (liger's kernels through the family's entry point, the fused loss, cuDNN attention for
     whole samples) on LLaMA-3 (GQA 4:1), Qwen2 (qkv bias, tied) and Mistral train like the reference modules."""
     pytest.importorskip("liger_kernel")
     from colossal_llama2.tiny_base import build_tiny_family_model
 
-    tok = qwen2_tokenizer_dir if family == "qwen2" else llama3_tokenizer_dir
+    tok = qwen2_tokenizer_dir if family.startswith("qwen") else llama3_tokenizer_dir
     model_dir = build_tiny_family_model(family, tok, tmp_path / "model")
     data = build_dataset(tok, tmp_path / "data", max_length=64, num_parts=1)
     common = ["--pretrained", model_dir, "--dataset", data, "--plugin", "zero2", "--mixed_precision", "bf16",

@@ -4,9 +4,11 @@ Every family here shares LLaMA's decoder (RMSNorm, rotary embedding, SwiGLU MLP,
 transformers' attention interface), so the fused RMSNorm, the fused losses, per-layer compile, fp8 and the
 packed-document attention apply to all of them; what differs is the RMSNorm class to patch and
 liger-kernel's entry point (each patches its own modeling module's rotary function). Qwen2's qkv bias and
-tied embeddings need nothing here: the linears and the lm_head are ordinary modules.
+tied embeddings need nothing here: the linears and the lm_head are ordinary modules. Qwen3's per-head q/k norms
+are RMSNorms of the same class: the fused RMSNorm covers them; liger's entry point patches the other norms.
 
-A model type not listed trains with the reference modules; ``plan_model_patches`` says so in its log line.
+A model type not listed (Gemma-3, for one: its norm scales by 1 + weight, and it adds norms around the MLP)
+trains with the reference modules; ``plan_model_patches`` says so in its log line.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ class Family:
 FAMILIES = {
     "llama": Family("LLaMA", "transformers.models.llama.modeling_llama", "LlamaRMSNorm", "apply_liger_kernel_to_llama"),
     "qwen2": Family("Qwen2", "transformers.models.qwen2.modeling_qwen2", "Qwen2RMSNorm", "apply_liger_kernel_to_qwen2"),
+    "qwen3": Family("Qwen3", "transformers.models.qwen3.modeling_qwen3", "Qwen3RMSNorm", "apply_liger_kernel_to_qwen3"),
     "mistral": Family("Mistral", "transformers.models.mistral.modeling_mistral", "MistralRMSNorm",
                       "apply_liger_kernel_to_mistral"),
 }
