@@ -196,9 +196,9 @@ def build_byte_level_tokenizer(corpus_files: Iterable[str | os.PathLike], out_di
     config["model_input_names"] = ["input_ids", "attention_mask"]  # as both families ship (no token_type_ids)
     config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False), encoding="utf-8")
     if flavour == "qwen2":  # Qwen ships the slow tokenizer's files too
-        from .tokenizer.bpe_surgery import ByteLevelBPE
+        from .tokenizer.bpe_surgery import BPETable
 
-        table = ByteLevelBPE.load(out_dir / "tokenizer.json", "tokenizer")
+        table = BPETable.load(out_dir / "tokenizer.json", "tokenizer")
         for name, data in table.slow_files().items():
             (out_dir / name).write_bytes(data)
     return out_dir

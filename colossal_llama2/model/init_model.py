@@ -24,7 +24,7 @@ if not __package__:  # run as a file: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from colossal_llama2.tokenizer import hf_files, sp_surgery
-from colossal_llama2.tokenizer.bpe_surgery import ByteLevelBPE
+from colossal_llama2.tokenizer.bpe_surgery import BPETable
 from colossal_llama2.utils.errors import UserInputError, run_cli
 from colossal_llama2.utils.fs import atomic_directory, check_output_dir
 from colossal_llama2.utils.logging import get_logger
@@ -136,8 +136,8 @@ def _read_sentencepiece(source_path: Path, target_tok: Path) -> _Vocabularies:
 
 def _read_byte_level(source_path: Path, target_tok: Path) -> _Vocabularies:
     """Every source token (model vocabulary and added tokens) at the same id in the target; new ids contiguous."""
-    source = ByteLevelBPE.load(source_path / hf_files.FAST_FILE, "--source_model_and_tokenizer_path")
-    target = ByteLevelBPE.load(target_tok / hf_files.FAST_FILE, "--target_tokenizer_path")
+    source = BPETable.load(source_path / hf_files.FAST_FILE, "--source_model_and_tokenizer_path")
+    target = BPETable.load(target_tok / hf_files.FAST_FILE, "--target_tokenizer_path")
     target_ids = {**target.vocab, **target.added_tokens}
     for token, token_id in {**source.vocab, **source.added_tokens}.items():
         if target_ids.get(token) != token_id:

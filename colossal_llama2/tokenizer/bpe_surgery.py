@@ -1,4 +1,10 @@
-"""Byte-level BPE (``tokenizer.json``) surgery: extend a LLaMA-3 / Qwen2 / Mistral-Nemo vocabulary by merges.
+"""BPE ``tokenizer.json`` surgery: extend a vocabulary by merges, for both BPE alphabets.
+
+- byte-level (LLaMA-3, Qwen2/3, Mistral-Nemo, gpt-oss): a ByteLevel pre-tokenizer maps every byte to a printable
+  character, so every text is spelled in the base's 256 symbols;
+- sentencepiece-style, "metaspace" (LLaMA-2 and Mistral v1-v3 converted to ``tokenizer.json``, Gemma): spaces are
+  ``▁``, a word starts with it, and a character the vocabulary lacks falls back to ``<0xXX>`` byte tokens. Such a
+  character gets a token of its own (a vocabulary entry, no merge) before any merge is built on it.
 
 New tokens are *merges appended after the base's merges*, never ``added_tokens``: an added token is matched
 greedily before BPE and would change how the text around it splits, while an appended merge only ever
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,24 +40,41 @@ FAST_FILE = "tokenizer.json"
 _STAND_INS = [chr(c) for c in range(0xF0000, 0xFFFFE)] + [chr(c) for c in range(0x100000, 0x10FFFE)]
 
 
-def _contains_byte_level(pre_tokenizer: dict | None) -> bool:
-    if not pre_tokenizer:
+BYTE_LEVEL, METASPACE = "byte-level", "sentencepiece-style"
+SPACE = "\u2581"  # '▁'
+_BYTE_TOKEN = re.compile(r"<0x[0-9A-F]{2}>")
+
+
+def _contains(component: dict | None, kind: str, pattern: str | None = None) -> bool:
+    """Whether a normalizer/pre-tokenizer (or one in its Sequence) is of ``kind`` (a Replace: of ``pattern``)."""
+    if not component:
         return False
-    if pre_tokenizer.get("type") == "ByteLevel":
+    if component.get("type") == kind and (pattern is None or (component.get("pattern") or {}).get("String") == pattern):
         return True
-    return any(_contains_byte_level(p) for p in pre_tokenizer.get("pretokenizers", []) or [])
+    children = component.get("pretokenizers") or component.get("normalizers") or []
+    return any(_contains(c, kind, pattern) for c in children)
+
+
+def alphabet_of(data: dict) -> str | None:
+    """``BYTE_LEVEL``, ``METASPACE``, or None for a tokenizer.json that is neither."""
+    if _contains(data.get("pre_tokenizer"), "ByteLevel"):
+        return BYTE_LEVEL
+    if (data.get("model") or {}).get("byte_fallback") and (
+            _contains(data.get("normalizer"), "Replace", " ") or _contains(data.get("pre_tokenizer"), "Metaspace")):
+        return METASPACE
+    return None
 
 
 def describe_unsupported(data: dict) -> str | None:
-    """Why this ``tokenizer.json`` cannot be extended here, or None when it is a byte-level BPE."""
+    """Why this ``tokenizer.json`` cannot be extended here, or None when it is a BPE of a known alphabet."""
     model_type = (data.get("model") or {}).get("type", "unknown")
     if model_type != "BPE":
-        return f"its model is {model_type}, not BPE (only byte-level BPE and sentencepiece bases are supported)"
-    if not _contains_byte_level(data.get("pre_tokenizer")):
-        return ("it is a BPE without a ByteLevel pre-tokenizer (a sentencepiece-style BPE): give the base's "
-                "tokenizer.model instead")
+        return f"its model is {model_type}, not BPE (only BPE tokenizer.json and sentencepiece bases are supported)"
+    if alphabet_of(data) is None:
+        return ("it is a BPE neither byte-level (a ByteLevel pre-tokenizer) nor sentencepiece-style (spaces as "
+                "'\u2581' and byte fallback); give the base's tokenizer.model if it has one")
     if data["model"].get("continuing_subword_prefix") or data["model"].get("end_of_word_suffix"):
-        return "it uses subword prefixes/suffixes, which byte-level BPE bases do not"
+        return "it uses subword prefixes/suffixes, which these BPE bases do not"
     return None
 
 
@@ -60,19 +84,20 @@ def _parse_merges(raw: list) -> list[tuple[str, str]]:
 
 
 @dataclass
-class ByteLevelBPE:
-    """A byte-level BPE tokenizer.json, with the merges and tokens appended so far."""
+class BPETable:
+    """A BPE tokenizer.json (byte-level or sentencepiece-style), with the merges and tokens appended so far."""
 
     data: dict
     vocab: dict[str, int]
     merges: list[tuple[str, str]]
     added_tokens: dict[str, int]
     base_size: int  # ids 0 .. base_size-1 are the base's (model vocabulary and added tokens)
+    alphabet: str = BYTE_LEVEL
     appended: list[str] = field(default_factory=list)  # new tokens, in id order
     appended_merges: list[tuple[str, str]] = field(default_factory=list)
 
     @classmethod
-    def load(cls, path: Path, flag: str) -> "ByteLevelBPE":
+    def load(cls, path: Path, flag: str) -> "BPETable":
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as err:
@@ -85,7 +110,7 @@ class ByteLevelBPE:
         added = {t["content"]: t["id"] for t in data.get("added_tokens", [])}
         ids = list(vocab.values()) + list(added.values())
         return cls(data=data, vocab=vocab, merges=_parse_merges(model.get("merges", [])), added_tokens=added,
-                   base_size=max(ids) + 1)
+                   base_size=max(ids) + 1, alphabet=alphabet_of(data))
 
     @property
     def size(self) -> int:
@@ -94,8 +119,32 @@ class ByteLevelBPE:
     def __contains__(self, token: str) -> bool:
         return token in self.vocab
 
-    def copy_base(self) -> "ByteLevelBPE":
-        return ByteLevelBPE(self.data, dict(self.vocab), list(self.merges), self.added_tokens, self.base_size)
+    def copy_base(self) -> "BPETable":
+        return BPETable(self.data, dict(self.vocab), list(self.merges), self.added_tokens, self.base_size,
+                        self.alphabet)
+
+    def text_of(self, token: str) -> str:
+        """The text a token stands for (a byte-level token that is part of a character: its bytes, replaced)."""
+        if self.alphabet == METASPACE:
+            return token.replace(SPACE, " ")
+        return bytes_of(token).decode("utf-8", "replace")
+
+    def is_whole_text(self, token: str) -> bool:
+        """True when the token stands for whole characters (not a byte of one)."""
+        if self.alphabet == METASPACE:
+            return not _BYTE_TOKEN.search(token)
+        return is_whole_text(token)
+
+    def add_token(self, token: str) -> None:
+        """Append a token no merge forms: a character the sentencepiece-style base spelled in bytes."""
+        self.vocab[token] = self.size
+        self.appended.append(token)
+
+    def missing_characters(self, word: str) -> list[str]:
+        """Characters of ``word`` that are not tokens (sentencepiece-style bases spell them in bytes)."""
+        if self.alphabet != METASPACE:
+            return []
+        return list(dict.fromkeys(c for c in word if c not in self.vocab))
 
     def add_merge(self, left: str, right: str) -> bool:
         """Append the merge ``left right``; True when it makes a new token (else it reaches an existing one)."""
@@ -165,16 +214,32 @@ def is_whole_text(token: str) -> bool:
 
 
 class WordSplitter:
-    """The base's normaliser + pre-tokenizer: text -> the byte-level words BPE works inside."""
+    """The base's normaliser + pre-tokenizer: text -> the words BPE works inside (byte-level), or the words it
+    learns within (sentencepiece-style: a word begins at each '▁', as sentencepiece splits by whitespace)."""
 
-    def __init__(self, tokenizer):
+    def __init__(self, tokenizer, alphabet: str = BYTE_LEVEL):
         self.normalizer = tokenizer.normalizer
         self.pre_tokenizer = tokenizer.pre_tokenizer
+        self.alphabet = alphabet
+
+    def _pre_tokenize(self, text: str) -> list[str]:
+        words = [w for w, _ in self.pre_tokenizer.pre_tokenize_str(text)] if self.pre_tokenizer else [text]
+        if self.alphabet == METASPACE:
+            words = [part for w in words for part in re.split(f"(?={SPACE})", w) if part]
+        return words
 
     def words(self, text: str) -> list[str]:
         if self.normalizer is not None:
             text = self.normalizer.normalize_str(text)
-        return [w for w, _ in self.pre_tokenizer.pre_tokenize_str(text)]
+        return self._pre_tokenize(text)
+
+    def piece_words(self, piece: str) -> list[str]:
+        """A listed piece's words. Sentencepiece-style: its spaces are word starts ('▁'), and no dummy prefix is
+        added (a piece mid-sentence has none); a piece must then be one word."""
+        if self.alphabet == METASPACE:
+            words = self._pre_tokenize(piece.replace(" ", SPACE))
+            return [piece.replace(" ", SPACE)] if len(words) == 1 else words
+        return self.words(piece)
 
     def count(self, texts: Iterable[str]) -> Counter:
         counts: Counter = Counter()
@@ -183,7 +248,7 @@ class WordSplitter:
         return counts
 
 
-def join_merges(parts: list[str], table: ByteLevelBPE) -> list[tuple[str, str]]:
+def join_merges(parts: list[str], table: BPETable) -> list[tuple[str, str]]:
     """Merges that join the adjacent tokens ``parts`` (one word's segmentation) into one token.
 
     Pairs whose concatenation is already a token are merged first (no new token needed for them), then
@@ -198,7 +263,21 @@ def join_merges(parts: list[str], table: ByteLevelBPE) -> list[tuple[str, str]]:
     return merges
 
 
-def learn_merges(word_counts: Counter, table: ByteLevelBPE, num_new_tokens: int, min_frequency: int = 2,
+def _learnable_runs(tokens: list[str], table: BPETable) -> list[list[str]]:
+    """A word's tokens as the runs merges may be learned in: the whole word, except that a sentencepiece-style
+    base's byte-fallback tokens (a character it lacks) are never merged, so they split the word."""
+    if table.alphabet != METASPACE:
+        return [tokens]
+    runs, run = [], []
+    for token in tokens:
+        if _BYTE_TOKEN.fullmatch(token):
+            runs, run = runs + [run], []
+        else:
+            run.append(token)
+    return runs + [run]
+
+
+def learn_merges(word_counts: Counter, table: BPETable, num_new_tokens: int, min_frequency: int = 2,
                  surplus: float = 1.25) -> list[tuple[str, str]]:
     """Continue BPE learning on ``word_counts`` from ``table``'s current segmentation; merges best first.
 
@@ -211,16 +290,16 @@ def learn_merges(word_counts: Counter, table: ByteLevelBPE, num_new_tokens: int,
     to_char: dict[str, str] = {}
     words: list[tuple[str, int]] = []
     for word, count in word_counts.items():
-        tokens = [t.value for t in model.tokenize(word)]
-        if len(tokens) < 2:
-            continue
-        for token in tokens:
-            if token not in to_char:
-                if len(to_char) == len(_STAND_INS):
-                    raise UserInputError(f"the corpus meets more than {len(_STAND_INS)} distinct base tokens",
-                                         where="--train_corpus")
-                to_char[token] = _STAND_INS[len(to_char)]
-        words.append(("".join(to_char[t] for t in tokens), count))
+        for tokens in _learnable_runs([t.value for t in model.tokenize(word)], table):
+            if len(tokens) < 2:
+                continue
+            for token in tokens:
+                if token not in to_char:
+                    if len(to_char) == len(_STAND_INS):
+                        raise UserInputError(f"the corpus meets more than {len(_STAND_INS)} distinct base tokens",
+                                             where="--train_corpus")
+                    to_char[token] = _STAND_INS[len(to_char)]
+            words.append(("".join(to_char[t] for t in tokens), count))
     if not words:
         return []
     to_token = {c: t for t, c in to_char.items()}
@@ -240,12 +319,19 @@ def learn_merges(word_counts: Counter, table: ByteLevelBPE, num_new_tokens: int,
     return [(back(a), back(b)) for a, b in learned]
 
 
-def unreachable_tokens(tokenizer, table: ByteLevelBPE) -> list[str]:
+def unreachable_tokens(tokenizer, table: BPETable) -> list[str]:
     """Appended whole-text tokens that the tokenizer does not produce when their own text is encoded.
 
-    Tokens that are part of a character (invalid UTF-8 alone) are intermediates and exempt.
+    Tokens that are part of a character (invalid UTF-8 alone) are intermediates and exempt. Sentencepiece-style:
+    the token's own spelling through the pre-tokenizer and the BPE model, without the dummy prefix the
+    normaliser adds at the start of a text (as for sentencepiece pieces).
     """
-    candidates = [t for t in table.appended if is_whole_text(t)]
+    candidates = [t for t in table.appended if table.is_whole_text(t)]
+    if table.alphabet == METASPACE:
+        splits = [tokenizer.pre_tokenizer.pre_tokenize_str(t) if tokenizer.pre_tokenizer else [(t, None)]
+                  for t in candidates]
+        return [t for t, words in zip(candidates, splits)
+                if len(words) != 1 or [x.id for x in tokenizer.model.tokenize(t)] != [table.vocab[t]]]
     texts = [bytes_of(t).decode("utf-8") for t in candidates]
     encodings = tokenizer.encode_batch(texts, add_special_tokens=False)
     return [t for t, enc in zip(candidates, encodings) if enc.ids != [table.vocab[t]]]

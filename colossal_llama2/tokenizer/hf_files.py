@@ -13,17 +13,18 @@ OPTIONAL_FILES = ("chat_template.jinja", "chat_template.json")
 # Written by init_tokenizer for the extended vocabulary; a source's own is never copied (it encodes the *old*
 # vocabulary and would shadow the new one), an extended tokenizer's travels on to the model dir.
 FAST_FILE = "tokenizer.json"
-# A byte-level BPE base (LLaMA-3, Qwen2, Mistral-Nemo) is its tokenizer.json; these travel beside it.
+# A BPE base given as its tokenizer.json (byte-level: LLaMA-3, Qwen2/3, Mistral-Nemo; sentencepiece-style: LLaMA-2
+# or Mistral converted, Gemma); these travel beside it.
 BYTE_LEVEL_REQUIRED = (FAST_FILE, "tokenizer_config.json")
 BYTE_LEVEL_OPTIONAL = ("special_tokens_map.json", "added_tokens.json") + OPTIONAL_FILES
 SLOW_BPE_FILES = ("vocab.json", "merges.txt")  # rewritten for the extended vocabulary when the base has them
 
 SENTENCEPIECE = "sentencepiece"
-BYTE_LEVEL_BPE = "byte-level BPE"
+BPE_JSON = "BPE tokenizer.json"
 
 
 def tokenizer_kind(path: str | Path, flag: str) -> str:
-    """``SENTENCEPIECE`` (a tokenizer.model) or ``BYTE_LEVEL_BPE`` (a tokenizer.json only); else one clear error."""
+    """``SENTENCEPIECE`` (a tokenizer.model) or ``BPE_JSON`` (a BPE tokenizer.json only); else one clear error."""
     from .bpe_surgery import describe_unsupported
 
     path = Path(path)
@@ -33,7 +34,7 @@ def tokenizer_kind(path: str | Path, flag: str) -> str:
         check_tokenizer_dir(path, flag)
         return SENTENCEPIECE
     if not (path / FAST_FILE).is_file():
-        raise UserInputError(f"{path} has neither {SP_MODEL_FILE} (sentencepiece) nor {FAST_FILE} (byte-level BPE)",
+        raise UserInputError(f"{path} has neither {SP_MODEL_FILE} (sentencepiece) nor {FAST_FILE} (BPE)",
                              where=flag)
     try:
         data = json.loads((path / FAST_FILE).read_text(encoding="utf-8"))
@@ -42,8 +43,8 @@ def tokenizer_kind(path: str | Path, flag: str) -> str:
     why = describe_unsupported(data)
     if why:
         raise UserInputError(f"{path / FAST_FILE}: {why}", where=flag)
-    _require_files(path, BYTE_LEVEL_REQUIRED, "a byte-level BPE", flag)
-    return BYTE_LEVEL_BPE
+    _require_files(path, BYTE_LEVEL_REQUIRED, "a BPE", flag)
+    return BPE_JSON
 
 
 def _require_files(path: Path, names: tuple[str, ...], kind: str, flag: str) -> None:
@@ -54,7 +55,7 @@ def _require_files(path: Path, names: tuple[str, ...], kind: str, flag: str) -> 
 
 
 def read_byte_level_files(path: Path) -> dict[str, bytes]:
-    """The files of a byte-level BPE tokenizer dir, ``tokenizer.json`` and the slow files included."""
+    """The files of a BPE tokenizer.json dir, ``tokenizer.json`` and the slow files included."""
     names = BYTE_LEVEL_REQUIRED + BYTE_LEVEL_OPTIONAL + SLOW_BPE_FILES
     return {name: (path / name).read_bytes() for name in names if (path / name).is_file()}
 

@@ -4,8 +4,9 @@
         --target_tokenizer_dir llama2-zh --expand_tokens_file pieces.jsonl
 
 Two kinds of base, chosen from what the source dir holds: a sentencepiece ``tokenizer.model`` (LLaMA-2,
-Mistral-7B, Yi, Baichuan: pieces appended to the model proto, here) or a byte-level BPE ``tokenizer.json``
-only (LLaMA-3, Qwen2/2.5/3, Mistral-Nemo: merges appended, ``bpe_extension``). Either way new tokens come
+Mistral-7B, Yi, Baichuan: pieces appended to the model proto, here) or a BPE ``tokenizer.json`` only, byte-level
+(LLaMA-3, Qwen2/2.5/3, Mistral-Nemo, gpt-oss) or sentencepiece-style (LLaMA-2 or Mistral converted, Gemma):
+merges appended, ``bpe_extension``. Either way new tokens come
 after all existing ones (old ids untouched), so a model grown with ``init_model.py`` keeps every old row.
 See docs/tokenizer_and_model.md.
 """
@@ -92,21 +93,21 @@ def extend_tokenizer(source_dir: str | Path, target_dir: str | Path, *, expand_t
     target_dir = check_output_dir(target_dir, overwrite, "--target_tokenizer_dir")
     if target_dir.resolve() == source_dir.resolve():
         raise UserInputError("must differ from --source_tokenizer_dir", where="--target_tokenizer_dir")
-    if kind == hf_files.BYTE_LEVEL_BPE:
+    if kind == hf_files.BPE_JSON:
         if train_vocab_size is not None:
-            raise UserInputError("applies to sentencepiece bases only (a byte-level BPE base continues its own "
+            raise UserInputError("applies to tokenizer.model bases only (a tokenizer.json base continues its own "
                                  "merge learning)", where="--train_vocab_size")
 
         def write(files: dict[str, bytes]) -> None:
             with atomic_directory(target_dir, overwrite=overwrite) as tmp:
                 hf_files.write_files(tmp, files)
 
-        return bpe_extension.extend_byte_level(source_dir, target_dir, expand_tokens_file=expand_tokens_file,
+        return bpe_extension.extend_bpe(source_dir, target_dir, expand_tokens_file=expand_tokens_file,
                                                train_corpus=train_corpus, num_new_pieces=num_new_pieces,
                                                vocab_size=vocab_size, keep_ascii_merges=keep_ascii_merges,
                                                write=write)
     if keep_ascii_merges:
-        raise UserInputError("applies to byte-level BPE bases only", where="--keep_ascii_merges")
+        raise UserInputError("applies to tokenizer.json (BPE) bases only", where="--keep_ascii_merges")
     proto = sp_surgery.parse_model((source_dir / hf_files.SP_MODEL_FILE).read_bytes(),
                                    where=str(source_dir / hf_files.SP_MODEL_FILE))
     hf_files.check_no_added_tokens_beyond(source_dir, len(proto.pieces), "--source_tokenizer_dir")
@@ -214,17 +215,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--source_tokenizer_dir", required=True,
                         help="base tokenizer (or model) dir: tokenizer.model + tokenizer_config.json + "
                              "special_tokens_map.json (sentencepiece), or tokenizer.json + tokenizer_config.json "
-                             "(byte-level BPE: LLaMA-3, Qwen2, Mistral-Nemo)")
+                             "(BPE: byte-level as LLaMA-3, Qwen2/3, Mistral-Nemo; or sentencepiece-style with byte "
+                             "fallback, as LLaMA-2's tokenizer.json)")
     parser.add_argument("--target_tokenizer_dir", required=True, help="where to write the extended tokenizer")
     parser.add_argument("--expand_tokens_file", default=None,
                         help='jsonl, one {"piece": "你好"} per line; spaces in a piece stand for word starts '
-                             '(byte-level BPE: a piece must be one pre-tokenized word)')
+                             '(tokenizer.json bases: a piece must be one pre-tokenized word)')
     parser.add_argument("--train_corpus", default=None,
                         help="comma-separated jsonl/txt files or dirs to learn pieces from (jsonl: 'text' or "
                              "'source'+'target')")
     parser.add_argument("--num_new_pieces", type=int, default=None,
                         help="with --train_corpus: how many pieces to add from the corpus (characters and "
-                             "intermediate merges they need included; byte-level BPE: new tokens from learned merges)")
+                             "intermediate merges they need included; tokenizer.json bases: new tokens from learned merges, "
+                             "and for a sentencepiece-style one the characters it lacks)")
     parser.add_argument("--vocab_size", type=int, default=None,
                         help="final vocabulary size, exactly (e.g. 69104, or a multiple of 64): the file's pieces in "
                              "list order, then the corpus's by frequency, until it is reached; instead of "
@@ -233,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with --train_corpus, sentencepiece bases: vocab size of the corpus model "
                              "(default: #chars + 2*N)")
     parser.add_argument("--keep_ascii_merges", action="store_true",
-                        help="byte-level BPE bases: also learn merges of ASCII-only text from the corpus (an English "
+                        help="tokenizer.json (BPE) bases: also learn merges of ASCII-only text from the corpus (an English "
                              "domain corpus); by default they are left out, so English and code tokenize as before")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty target directory")
     return parser
