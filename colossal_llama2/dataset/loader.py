@@ -61,6 +61,15 @@ class TokenizedDataset:
         return templates.pop() if templates else None
 
     @property
+    def tokenizer_digests(self) -> set[str | None]:
+        """The digests of the tokenizers the parts were prepared with (None: a part older than the digest)."""
+        return {m.get("tokenizer_digest") for m in self.metas}
+
+    @property
+    def tokenizer_dirs(self) -> set[str]:
+        return {m.get("tokenizer_dir", "?") for m in self.metas}
+
+    @property
     def end_of_turn_tokens(self) -> list[str]:
         """The special tokens SFT answers end with (where generation must stop); none for pretraining data."""
         return sorted({token for m in self.metas for token in m.get("end_of_turn_tokens", [])})

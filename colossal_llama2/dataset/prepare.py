@@ -24,6 +24,7 @@ from functools import partial
 from pathlib import Path
 from typing import Sequence
 
+from ..tokenizer.identity import tokenizer_digest
 from ..utils.errors import UserInputError
 from ..utils.fs import atomic_directory, atomic_write_text, check_output_dir
 from ..utils.logging import get_logger
@@ -391,7 +392,8 @@ def _write_parts(o: Options, tokenizer, cache: Path, units: list, results: list,
                  num_parts: int, template: str | None) -> dict:
     meta = {"format": FORMAT, "kind": o.kind, "max_length": o.max_length, "vocab_size": len(tokenizer),
             "tokenizer_dir": str(Path(o.tokenizer_dir).resolve()), "bos_token_id": tokenizer.bos_token_id,
-            "eos_token_id": tokenizer.eos_token_id, "num_parts": num_parts}
+            "eos_token_id": tokenizer.eos_token_id, "num_parts": num_parts,
+            "tokenizer_digest": tokenizer_digest(tokenizer)}
     if o.kind == "pretrain":  # what each document really starts and ends with
         boundaries = document_boundaries(tokenizer)
         meta.update(boundaries.meta(), document_boundaries=boundaries.describe())

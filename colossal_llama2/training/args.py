@@ -43,6 +43,9 @@ def _add_data_args(group) -> None:
     a("--tensorboard_dir", default="tensorboard", help="Directory for tensorboard events and metrics.jsonl.")
     a("--config_file", default="config_file.json", help="Write the run's arguments to this JSON file.")
     a("--eval_dataset", nargs="+", default=None, help="Held-out prepared dataset dir(s) for per-category eval loss.")
+    a("--allow_tokenizer_mismatch", action="store_true",
+      help="Train on data prepared with another tokenizer than --pretrained's (refused by default: its ids would "
+           "mean other text); for tokenizers you know give the same ids.")
     a("--eval_interval", type=int, default=0, help="Evaluate every N optimizer steps (0: only at the end).")
     a("--seed", type=int, default=42, help="Seed for data order, initialisation and NEFTune noise.")
 

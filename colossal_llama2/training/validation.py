@@ -45,10 +45,11 @@ def validate_inputs(args: argparse.Namespace, cuda: bool, world_size: int) -> Ru
                       num_kv_heads=getattr(config, "num_key_value_heads", None) or config.num_attention_heads,
                       mixed_precision=args.mixed_precision, vocab_size=config.vocab_size)
     check_optimizer(args.optimizer, plugin=args.plugin, precision=precision_for(args.plugin, args.mixed_precision, cuda))
-    _check_tokenizer_fits(args.pretrained, config)
+    tokenizer = _check_tokenizer_fits(args.pretrained, config)
     data = load_tokenized_dataset(args.dataset, flag="--dataset")
     eval_data = load_tokenized_dataset(args.eval_dataset, flag="--eval_dataset") if args.eval_dataset else None
     _check_data_fits(args, config, data, eval_data)
+    _check_same_tokenizer(args, tokenizer, data, eval_data)
     load_checkpoint = None
     if args.load_checkpoint:
         load_checkpoint = ckpt.resolve_load_checkpoint(args.load_checkpoint, args.save_dir)
@@ -107,14 +108,38 @@ def _load_model_config(args: argparse.Namespace):
     return AutoConfig.from_pretrained(str(pretrained))
 
 
-def _check_tokenizer_fits(pretrained: str, config) -> None:
+def _check_tokenizer_fits(pretrained: str, config):
+    """The model dir's tokenizer, refused when it has more tokens than the model has embedding rows."""
     from transformers import AutoTokenizer
 
-    n_tokenizer = len(AutoTokenizer.from_pretrained(str(pretrained)))
-    if n_tokenizer > config.vocab_size:
-        raise UserInputError(f"the tokenizer in {pretrained} has {n_tokenizer} tokens but the model only "
+    tokenizer = AutoTokenizer.from_pretrained(str(pretrained))
+    if len(tokenizer) > config.vocab_size:
+        raise UserInputError(f"the tokenizer in {pretrained} has {len(tokenizer)} tokens but the model only "
                              f"{config.vocab_size} embedding rows (tokenizer/model mismatch: was the model grown "
                              f"with init_model.py?)", where="--pretrained")
+    return tokenizer
+
+
+def _check_same_tokenizer(args: argparse.Namespace, tokenizer, data: TokenizedDataset,
+                          eval_data: TokenizedDataset | None) -> None:
+    """The data was prepared with --pretrained's tokenizer (the digest data preparation recorded), or refused."""
+    from ..tokenizer.identity import tokenizer_digest
+
+    ours = tokenizer_digest(tokenizer)
+    for ds, flag in ((data, "--dataset"), (eval_data, "--eval_dataset")):
+        if ds is None:
+            continue
+        theirs = ds.tokenizer_digests - {None}
+        if None in ds.tokenizer_digests:
+            logger.warning("%s: parts prepared before tokenizer digests were recorded: whether they were tokenized "
+                           "with %s's tokenizer cannot be checked", flag, args.pretrained)
+        if theirs - {ours}:
+            message = (f"prepared with another tokenizer ({', '.join(sorted(ds.tokenizer_dirs))}, digest "
+                       f"{', '.join(sorted(theirs))}) than --pretrained's ({args.pretrained}, digest {ours}): its "
+                       f"token ids would mean other text; prepare it with --tokenizer_dir {args.pretrained}")
+            if not args.allow_tokenizer_mismatch:
+                raise UserInputError(message + " (or pass --allow_tokenizer_mismatch)", where=flag)
+            logger.warning("%s: %s; training anyway (--allow_tokenizer_mismatch)", flag, message)
 
 
 def _check_data_fits(args: argparse.Namespace, config, data: TokenizedDataset,
