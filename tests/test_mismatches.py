@@ -84,3 +84,31 @@ def test_real_tokenizers_of_two_families_differ_and_one_is_stable(tmp_path):
     shutil.copytree(llama3, tmp_path / "copy")
     digests = [tokenizer_digest(AutoTokenizer.from_pretrained(str(d))) for d in (qwen3, llama3, tmp_path / "copy")]
     assert digests[0] != digests[1] == digests[2]
+
+
+@pytest.mark.parametrize("change, field", [({"hidden_size": 96, "intermediate_size": 192}, "hidden_size"),
+                                           ({"num_hidden_layers": 3}, "num_hidden_layers"),
+                                           ({"tie_word_embeddings": True}, "tie_word_embeddings")])
+def test_resuming_another_model_is_refused_naming_the_field(monkeypatch, tmp_path, tiny_tokenizer_dir, tiny_model_dir,
+                                                            change, field):
+    """A checkpoint of the tiny model, resumed into a model of another width, depth or tying: one line before
+    any step (a full checkpoint and a modeling/ dir alike), whatever the plugin."""
+    import json
+    import shutil
+
+    from colossal_llama2.tiny_base import build_tiny_llama
+    from tests.scripts.fixture_dataset import build_dataset
+
+    checkpoint = tmp_path / "ckpt" / "epoch-0_step-2"
+    shutil.copytree(tiny_model_dir, checkpoint / "modeling")
+    (checkpoint / "running_states.json").write_text("{}")
+    shape = {"hidden_size": 64, "intermediate_size": 176, "num_hidden_layers": 2, "tie_word_embeddings": False}
+    other = build_tiny_llama(tiny_tokenizer_dir, tmp_path / "other", **{**shape, **change})
+    data = build_dataset(tiny_tokenizer_dir, tmp_path / "data", max_length=64, num_parts=1)
+    for target in (checkpoint, checkpoint / "modeling"):
+        with pytest.raises(UserInputError) as err:
+            validate(monkeypatch, tmp_path, other, data, "--load_checkpoint", target)
+        saved = json.loads((checkpoint / "modeling" / "config.json").read_text())[field]
+        assert err.value.where == "--load_checkpoint"
+        assert f"its {field} is {saved}, --pretrained's is {({**shape, **change})[field]}" in str(err.value)
+    validate(monkeypatch, tmp_path, tiny_model_dir, data, "--load_checkpoint", checkpoint)  # the same model passes

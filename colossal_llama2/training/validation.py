@@ -54,6 +54,7 @@ def validate_inputs(args: argparse.Namespace, cuda: bool, world_size: int) -> Ru
     if args.load_checkpoint:
         load_checkpoint = ckpt.resolve_load_checkpoint(args.load_checkpoint, args.save_dir)
         ckpt.checkpoint_kind(load_checkpoint)
+        ckpt.check_same_model(load_checkpoint, config)
     if not args.random_init:
         ckpt.weights_path(args.pretrained)
     fusion = _check_speed_flags(args, cuda, getattr(config, "model_type", None))

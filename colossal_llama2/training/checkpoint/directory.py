@@ -188,6 +188,29 @@ def checkpoint_kind(path: str | os.PathLike) -> str:
                          f"dir with config.json and safetensors", where="--load_checkpoint")
 
 
+# What fixes every parameter's shape (and so every optimizer state's): a checkpoint of another model differs here.
+SHAPE_FIELDS = ("model_type", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                "num_attention_heads", "num_key_value_heads", "head_dim", "tie_word_embeddings", "attention_bias")
+
+
+def check_same_model(path: str | os.PathLike, config) -> None:
+    """Refuse a checkpoint (or modeling/ dir) whose saved config.json describes another model than ``config``,
+    naming the first field that differs: resuming it would fail at the first step, or silently for tied weights."""
+    path = Path(path)
+    saved_path = path / "modeling" / "config.json" if (path / RUNNING_STATES).is_file() else path / "config.json"
+    try:
+        saved = json.loads(saved_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise UserInputError(f"cannot read {saved_path}: {err}", where="--load_checkpoint") from None
+    ours = config.to_dict()
+    for field in SHAPE_FIELDS:
+        if field in saved and field in ours:  # a field only one transformers version writes: its default
+            theirs, mine = saved[field], ours[field]
+            if theirs != mine:
+                raise UserInputError(f"{path} holds another model: its {field} is {theirs}, --pretrained's is {mine}",
+                                     where="--load_checkpoint")
+
+
 def weights_path(model_dir: str | os.PathLike) -> str:
     """What booster.load_model wants: the sharded index, or the single safetensors file."""
     model_dir = Path(model_dir)
