@@ -112,3 +112,34 @@ def test_resuming_another_model_is_refused_naming_the_field(monkeypatch, tmp_pat
         assert err.value.where == "--load_checkpoint"
         assert f"its {field} is {saved}, --pretrained's is {({**shape, **change})[field]}" in str(err.value)
     validate(monkeypatch, tmp_path, tiny_model_dir, data, "--load_checkpoint", checkpoint)  # the same model passes
+
+
+class _RunsCode:
+    """Pickles to a call of print (a stand-in for any code): loading it with plain pickle would run it."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (print, (f"CODE RAN {self.marker}",))
+
+
+def test_a_checkpoint_whose_pickle_would_run_code_is_refused(tmp_path, capsys):
+    """Low-memory optimizer states (rank-RRRRR.pt) and colossalai's optimizer/scheduler files load weights_only:
+    a file holding anything but tensors and plain values is refused with one line, and nothing runs."""
+    import torch
+
+    from colossal_llama2.training.checkpoint.directory import weights_only_loads
+    from colossal_llama2.training.checkpoint.optimizer_states import read_tensors
+
+    path = tmp_path / "rank-00000.pt"
+    torch.save({"world_size": 1, "state_dict": {"state": {0: _RunsCode("rank file")}}}, path)
+    with pytest.raises(UserInputError, match="--load_checkpoint: .*rank-00000.pt holds more than tensors"):
+        read_tensors(path)
+    torch.save({"state": {"exp_avg": torch.ones(3)}, "param_groups": [{"lr": 0.1, "params": [0]}]}, path)
+    assert read_tensors(path)["state"]["exp_avg"].tolist() == [1.0, 1.0, 1.0]
+    scheduler = tmp_path / "lr_scheduler"
+    torch.save({"last_epoch": 3, "hook": _RunsCode("scheduler")}, scheduler)
+    with weights_only_loads(), pytest.raises(Exception):
+        torch.load(scheduler)  # what colossalai's load_lr_scheduler calls, with torch's default weights_only
+    assert "CODE RAN" not in capsys.readouterr().out

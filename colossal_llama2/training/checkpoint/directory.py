@@ -18,6 +18,7 @@ import random
 import re
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,7 @@ logger = get_logger(__name__)
 CHECKPOINT_RE = re.compile(r"^epoch-(\d+)_step-(\d+)$")
 RUNNING_STATES = "running_states.json"
 OPTIMIZER_FILE = "optimizer.bin"
+FORCE_WEIGHTS_ONLY = "TORCH_FORCE_WEIGHTS_ONLY_LOAD"
 
 
 def _is_ddp(booster) -> bool:
@@ -232,9 +234,28 @@ def load_weights(booster, model, model_dir: str | os.PathLike) -> None:
     check_still_tied(model.unwrap(), tied)
 
 
+@contextmanager
+def weights_only_loads():
+    """Every ``torch.load`` inside (colossalai's optimizer and scheduler loads too) runs no code from the file:
+    weights_only, as torch >= 2.6 does by default and older ones do when told so."""
+    before = os.environ.get(FORCE_WEIGHTS_ONLY)
+    os.environ[FORCE_WEIGHTS_ONLY] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(FORCE_WEIGHTS_ONLY, None)
+        else:
+            os.environ[FORCE_WEIGHTS_ONLY] = before
+
+
 def load_checkpoint(booster, model, optimizer, lr_scheduler, path: str | os.PathLike) -> dict:
     """Restore model, optimizer, scheduler and this rank's RNG; return running_states."""
-    path = Path(path)
+    with weights_only_loads():
+        return _load_checkpoint(booster, model, optimizer, lr_scheduler, Path(path))
+
+
+def _load_checkpoint(booster, model, optimizer, lr_scheduler, path: Path) -> dict:
     load_weights(booster, model, path / "modeling")
     single = path / "optimizer" / OPTIMIZER_FILE
     if has_rank_states(path / "optimizer"):

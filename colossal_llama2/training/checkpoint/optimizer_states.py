@@ -51,6 +51,20 @@ def has_rank_states(directory: Path) -> bool:
     return (Path(directory) / RANK_FILE.format(0)).is_file()
 
 
+def read_tensors(path: Path):
+    """``torch.load`` that runs no code from the file: tensors and plain containers only (``weights_only``;
+    torchao registers its optimizer-state tensor subclasses as safe), so a checkpoint someone else wrote cannot
+    execute anything when resumed. One clear error otherwise."""
+    import pickle
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserInputError(f"{path} holds more than tensors and plain values, so it is not loaded (it could run "
+                             f"code): {first}", where="--load_checkpoint") from None
+
+
 def load_rank_states(optimizer, directory: Path) -> None:
     inner = torchao_optimizer(optimizer)
     if inner is None:
@@ -61,8 +75,7 @@ def load_rank_states(optimizer, directory: Path) -> None:
     if not path.is_file():
         raise UserInputError(f"{path} is missing: the checkpoint's low-memory optimizer states were written by "
                              f"fewer ranks than the {world} of this run", where="--load_checkpoint")
-    # our own file, holding torchao's tensor subclasses: not loadable with weights_only
-    saved = torch.load(path, map_location="cpu", weights_only=False)
+    saved = read_tensors(path)
     if saved["world_size"] != world:
         raise UserInputError(f"{directory}: low-memory optimizer states were saved by {saved['world_size']} ranks; "
                              f"resume them on as many (this run has {world})", where="--load_checkpoint")
