@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 from typing import Sequence
 
 from .kernels.fp8 import FP8_CHOICES
@@ -40,8 +42,12 @@ def _add_data_args(group) -> None:
     a("--save_interval", type=int, default=1000, help="Save a checkpoint every N optimizer steps (and at the end).")
     a("--save_dir", default="checkpoints", help="Directory for checkpoints epoch-E_step-S/.")
     a("--keep_last", type=int, default=0, help="Keep only the newest N checkpoints (0 keeps all).")
-    a("--tensorboard_dir", default="tensorboard", help="Directory for tensorboard events and metrics.jsonl.")
-    a("--config_file", default="config_file.json", help="Write the run's arguments to this JSON file.")
+    a("--tensorboard_dir", default=None,
+      help="Directory for tensorboard events and metrics.jsonl (default: <save_dir>/tensorboard; with --no_save a "
+           "directory of the run's own under the system's temp dir).")
+    a("--config_file", default=None,
+      help="Write the run's arguments to this JSON file (default: <save_dir>/config_file.json; with --no_save in "
+           "the same temp dir as the metrics).")
     a("--eval_dataset", nargs="+", default=None, help="Held-out prepared dataset dir(s) for per-category eval loss.")
     a("--allow_tokenizer_mismatch", action="store_true",
       help="Train on data prepared with another tokenizer than --pretrained's (refused by default: its ids would "
@@ -160,4 +166,19 @@ def _add_diagnostic_args(group) -> None:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    return build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
+    base = Path(args.save_dir) if not args.no_save else run_temp_dir()
+    if args.tensorboard_dir is None:
+        args.tensorboard_dir = str(base / "tensorboard")
+    if args.config_file is None:
+        args.config_file = str(base / "config_file.json")
+    return args
+
+
+def run_temp_dir() -> Path:
+    """A directory for a --no_save run's outputs, the same on every rank of the run (torchrun's run id)."""
+    import tempfile
+
+    # the master port tells apart the runs on one host (torchrun's run id defaults to "none" for all of them)
+    run = "-".join(os.environ.get(k, "") for k in ("TORCHELASTIC_RUN_ID", "MASTER_PORT")).strip("-")
+    return Path(tempfile.gettempdir()) / f"colossal_llama2-run-{run or os.getpid()}"

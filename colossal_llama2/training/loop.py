@@ -90,6 +90,7 @@ class Trainer:
         self.tokenizer = self._load_tokenizer()
         if args.config_file and self.is_main:
             atomic_write_text(args.config_file, json.dumps(vars(args), indent=2, sort_keys=True))
+            logger.info("arguments in %s, metrics in %s", args.config_file, args.tensorboard_dir)
         model = build_model(args, self.config, self.patches, self.device)
         if self.data.end_of_turn_tokens:
             logger.info("generation stops at token ids %s (the chat template's end of turn %s)",
