@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import itertools
 import os
+import random
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from colossal_llama2.utils.launch_env import colossalai_run_env
@@ -20,27 +22,66 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 _PORT_COUNTER = itertools.count()
-PORTS_PER_WORKER = 400
+PORT_RANGE = range(20000, 30000)  # below the ephemeral range, where the OS hands out ports of its own
+CLAIMS = Path(tempfile.gettempdir()) / "colossal_llama2-test-ports"
 
 
 def free_port() -> int:
-    """A port for a run's rendezvous, from a range of this pytest-xdist worker's own.
+    """A port for a run's rendezvous that no other test process on this machine is handed while this one lives.
 
-    Asking the OS for a free port (bind to 0, close, hand over) races: another worker can be handed the same
-    port before the run binds it. Here each worker takes ports from its own block below the ephemeral range
-    (20000 + 400 per worker), each at most once per process, and skips any that something else holds.
+    Asking the OS for a free port (bind to 0, close, hand over) races: another process can be handed the same
+    port before the run binds it. Here a port is claimed machine-wide by creating ``CLAIMS/<port>`` (exclusive
+    create, holding this process's pid) and kept while this process lives, so two suites on one machine (two
+    pytest-xdist workers, or a developer's selection beside CI) never share one; a claim whose process is gone is
+    taken over. Ports something else holds are skipped.
     """
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:]
-    base = 20000 + (int(worker) % 30 if worker.isdigit() else 0) * PORTS_PER_WORKER
-    for _ in range(PORTS_PER_WORKER):
-        port = base + next(_PORT_COUNTER) % PORTS_PER_WORKER
+    CLAIMS.mkdir(exist_ok=True)
+    start = random.Random(os.getpid()).randrange(len(PORT_RANGE))
+    for _ in range(len(PORT_RANGE)):
+        port = PORT_RANGE[(start + next(_PORT_COUNTER)) % len(PORT_RANGE)]
+        if not _claim(CLAIMS / str(port)):
+            continue
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
         return port
-    raise RuntimeError(f"no free port in {base}..{base + PORTS_PER_WORKER - 1}")
+    raise RuntimeError(f"no free port in {PORT_RANGE.start}..{PORT_RANGE.stop - 1}")
+
+
+def _claim(path: Path) -> bool:
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                owner = int(path.read_text())
+            except (OSError, ValueError):
+                return False  # being written by its claimer, or gone: another port then
+            if _alive(owner):
+                return False
+            stale = path.with_name(f"{path.name}.stale-{os.getpid()}")
+            try:
+                os.rename(path, stale)  # one process wins the takeover
+                os.unlink(stale)
+            except FileNotFoundError:
+                return False
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return True
+    return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def test_env(extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -1,0 +1,27 @@
+"""Two test processes on one machine never get the same rendezvous port (two suites side by side)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.helpers import distributed as dist_helpers
+
+GRAB = "from tests.helpers.distributed import free_port\nprint(*[free_port() for _ in range(200)])"
+
+
+def test_concurrent_processes_get_disjoint_ports():
+    procs = [subprocess.Popen([sys.executable, "-c", GRAB], cwd=dist_helpers.REPO_ROOT, env=dist_helpers.test_env(), stdout=subprocess.PIPE,
+                              text=True) for _ in range(3)]
+    got = [set(map(int, p.communicate(timeout=120)[0].split())) for p in procs]
+    assert all(len(ports) == 200 for ports in got)
+    assert not (got[0] & got[1] or got[0] & got[2] or got[1] & got[2])
+
+
+def test_a_dead_process_s_ports_are_taken_over(tmp_path):
+
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    claim = tmp_path / "25000"
+    claim.write_text(dead.stdout.strip())
+    assert dist_helpers._claim(claim) and claim.read_text() == str(__import__("os").getpid())
+    assert not dist_helpers._claim(claim)  # now ours, and we live
