@@ -15,6 +15,9 @@ launcher's status). A second signal more than ``REPEAT_WINDOW_S`` after the firs
 run at once (SIGKILL; status 130, or 143): checkpoints are renamed into place only when complete, so the
 newest complete one is unharmed. If the wrapper itself is killed, the launcher gets SIGTERM (Linux
 parent-death signal) and stops the way it would without the wrapper.
+
+A failed launch ends with one line, the first error a training process printed (``launch_output.py``); torchrun's
+own traceback and failure table, and ``colossalai run``'s dump of every environment variable, are left out.
 """
 from __future__ import annotations
 
@@ -27,6 +30,8 @@ import time
 
 import psutil
 
+from colossal_llama2.launch_output import LaunchOutput
+
 REPEAT_WINDOW_S = 2.0  # copies of one stop arriving by two paths (terminal + scheduler) count once
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 PR_SET_PDEATHSIG = 1
@@ -34,6 +39,15 @@ PR_SET_PDEATHSIG = 1
 
 def _say(message: str) -> None:
     print(f"[colossal_llama2.launch] {message}", file=sys.stderr, flush=True)
+
+
+def _show(lines: list[str]) -> None:
+    """Pass lines on; a reader that went away (``| head``) must not stop the run: its output is then dropped."""
+    try:
+        sys.stdout.writelines(lines)
+        sys.stdout.flush()
+    except (BrokenPipeError, ValueError):
+        pass
 
 
 def _die_with_parent() -> None:
@@ -88,13 +102,20 @@ class Guard:
         for sig in STOP_SIGNALS:
             signal.signal(sig, self._handle)
         try:
-            self.proc = subprocess.Popen(self.command, start_new_session=True, preexec_fn=_die_with_parent)
+            self.proc = subprocess.Popen(self.command, start_new_session=True, preexec_fn=_die_with_parent,
+                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                         errors="replace", bufsize=1)
         except FileNotFoundError:
             _say(f"error: command not found: {self.command[0]}")
             return 127
-        code = self.proc.wait()  # signal handlers run meanwhile; wait() resumes after them (PEP 475)
-        if code < 0:
-            return 128 - code
+        output = LaunchOutput()
+        for line in self.proc.stdout:  # signal handlers run meanwhile; reads resume after them (PEP 475)
+            _show(output.feed(line))
+        _show(output.flush())
+        code = self.proc.wait()
+        code = 128 - code if code < 0 else code
+        if code and self.first_stop_at is None:
+            _say(output.summary(code).removeprefix("[colossal_llama2.launch] "))
         return code
 
     def _handle(self, signum, frame) -> None:

@@ -1,0 +1,42 @@
+"""A failed launch through ``python -m colossal_llama2.launch`` ends with one line naming the workers' first error,
+with neither torchrun's own traceback nor ``colossalai run``'s dump of the environment (a made-up token here)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from colossal_llama2.launch_output import LaunchOutput
+from tests.helpers import distributed as dist_helpers
+
+TOKEN = "hf_madeUpToken_8c2e41f0"
+
+
+def test_failed_launch_prints_neither_traceback_nor_environment(tmp_path, tiny_model_dir):
+    env = dist_helpers.test_env({"HF_TOKEN": TOKEN, "MY_API_KEY": TOKEN})
+    env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env["PATH"]])
+    command = [sys.executable, "-m", "colossal_llama2.launch", "colossalai", "run", "--nproc_per_node", "2",
+               "--master_port", str(dist_helpers.free_port()), str(dist_helpers.REPO_ROOT / "train.py"),
+               "--pretrained", str(tiny_model_dir), "--dataset", str(tmp_path / "missing"), "--plugin", "ddp"]
+    proc = subprocess.run(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=240)
+    assert proc.returncode != 0
+    assert TOKEN not in proc.stdout
+    assert "Traceback" not in proc.stdout and "ChildFailedError" not in proc.stdout and "Root Cause" not in proc.stdout
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("[colossal_llama2.launch] the run failed (exit status 1): error: --dataset: ")
+    assert "does not exist" in last
+
+
+def test_a_workers_traceback_passes_and_its_exception_is_the_summary():
+    output = LaunchOutput()
+    lines = ["[rank1]: Traceback (most recent call last):\n", '[rank1]:   File "train.py", line 3, in <module>\n',
+             "[rank1]: RuntimeError: CUDA out of memory\n",
+             "Traceback (most recent call last):\n", '  File "/bin/torchrun", line 8, in <module>\n',
+             "torch.distributed.elastic.multiprocessing.errors.ChildFailedError: \n", "=" * 60 + "\n",
+             "train.py FAILED\n", "Root Cause (first observed failure):\n", "=" * 60 + "\n", "after the table\n",
+             f'Command: \'cd /x && export HF_TOKEN="{TOKEN}" PATH="/bin" && torchrun train.py\'\n']
+    shown = [out for line in lines for out in output.feed(line)] + output.flush()
+    assert shown[:3] == lines[:3] and shown[3] == "after the table\n" and len(shown) == 5
+    assert TOKEN not in "".join(shown)
+    assert output.summary(1).endswith("(exit status 1): RuntimeError: CUDA out of memory")
