@@ -18,6 +18,8 @@ parent-death signal) and stops the way it would without the wrapper.
 
 A failed launch ends with one line, the first error a training process printed (``launch_output.py``); torchrun's
 own traceback and failure table, and ``colossalai run``'s dump of every environment variable, are left out.
+``colossalai run --hostfile F`` gets F read and checked first (comments, ``host slots=N``, hosts that do not
+resolve or refuse ssh: ``hostfile.py``).
 """
 from __future__ import annotations
 
@@ -30,7 +32,9 @@ import time
 
 import psutil
 
+from colossal_llama2.hostfile import prepare_colossalai_run
 from colossal_llama2.launch_output import LaunchOutput
+from colossal_llama2.utils.errors import UserInputError
 
 REPEAT_WINDOW_S = 2.0  # copies of one stop arriving by two paths (terminal + scheduler) count once
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -160,7 +164,16 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         return 0 if argv else 2
-    return Guard(argv).run()
+    try:
+        command, clean_hostfile = prepare_colossalai_run(argv)
+    except UserInputError as err:
+        _say(f"error: {err}")
+        return err.exit_code
+    try:
+        return Guard(command).run()
+    finally:
+        if clean_hostfile:
+            clean_hostfile.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

@@ -23,13 +23,14 @@ class LaunchOutput:
         self.first_error: str | None = None
         self._traceback: list[str] | None = None  # a traceback being read, until its exception line
         self._rules_to_skip = 0  # inside torchrun's failure table: its closing rules still to come
+        self._in_root_cause = False
+        self.root_causes: list[dict[str, str]] = []  # each host's torchrun: the rank that failed first there
         self.dropped_environment = False
 
     def feed(self, line: str) -> list[str]:
         text = RANK_PREFIX.sub("", line.rstrip("\n"))
         if self._rules_to_skip:
-            if text.startswith(TABLE_RULE):
-                self._rules_to_skip -= 1
+            self._read_table(text)
             return []
         if ENV_DUMP.search(line):
             self.dropped_environment = True
@@ -51,6 +52,30 @@ class LaunchOutput:
             self._note_error(text)
         return [line]
 
+    def _read_table(self, text: str) -> None:
+        """torchrun's failure table: keep its "Root Cause" entry (time, host, rank, exitcode, traceback)."""
+        if text.startswith(TABLE_RULE):
+            self._rules_to_skip -= 1
+            self._in_root_cause = False
+        elif text.startswith("Root Cause"):
+            self._in_root_cause = True
+            self.root_causes.append({})
+        elif self._in_root_cause and ":" in text and text.startswith("  "):
+            key, _, value = text.strip().partition(":")
+            self.root_causes[-1][key.strip()] = value.strip()
+
+    def first_failure(self) -> str | None:
+        """The rank that failed first over every host's table, when a signal ended it or it exited by itself."""
+        causes = [c for c in self.root_causes if "rank" in c and "exitcode" in c]
+        if not causes:
+            return None
+        # ranks ended by SIGTERM were stopped by their own torchrun after another failure: the others come first
+        cause = min(causes, key=lambda c: ("SIGTERM" in c["exitcode"], c.get("time", "")))
+        rank = cause["rank"].split()[0]
+        code = cause["exitcode"].split()[0]
+        how = (cause.get("traceback") or f"exit status {code}") if code.startswith("-") else f"exit status {code}"
+        return f"rank {rank} (host {cause.get('host', '?')}) failed first: {how}"
+
     def flush(self) -> list[str]:
         lines, self._traceback = self._traceback or [], None
         return lines
@@ -60,5 +85,8 @@ class LaunchOutput:
             self.first_error = text.strip()
 
     def summary(self, code: int) -> str:
-        cause = self.first_error or "no error line from the training processes; see the output above"
+        first = self.first_failure()
+        killed = first and "Signal" in first  # a rank that died of a signal: that is the story, not its peers' errors
+        cause = first if killed else (self.first_error or first or
+                                      "no error line from the training processes; see the output above")
         return f"[colossal_llama2.launch] the run failed (exit status {code}): {cause}"

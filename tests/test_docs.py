@@ -73,9 +73,10 @@ def _prepare_parser(kind: str):
 
 
 # Flags of the other commands the docs show: the launchers (torchrun, colossalai run), the benchmarks, the
-# tokenizer stats, the chat example, pip's --no-deps/--no-index (read as --no), the GPU equivalence script's --offload.
+# tokenizer stats, the chat example, pip's --no-deps/--no-index (read as --no), colossalai run's --ssh-port (read as
+# --ssh), the GPU equivalence script's --offload.
 OTHER_TOOLS_FLAGS = {"--nproc_per_node", "--master_port", "--master_addr", "--hostfile", "--nproc", "--peers", "--variant",
-                     "--shape", "--shapes", "--tokenizer_dirs", "--no", "--chat", "--system", "--offload"}
+                     "--shape", "--shapes", "--tokenizer_dirs", "--no", "--chat", "--system", "--offload", "--ssh"}
 
 
 def _inference_flags() -> set[str]:

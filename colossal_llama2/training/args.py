@@ -54,6 +54,10 @@ def _add_data_args(group) -> None:
            "mean other text); for tokenizers you know give the same ids.")
     a("--eval_interval", type=int, default=0, help="Evaluate every N optimizer steps (0: only at the end).")
     a("--seed", type=int, default=42, help="Seed for data order, initialisation and NEFTune noise.")
+    a("--dist_timeout_s", type=float, default=300,
+      help="Seconds a collective may wait for the other ranks before the run ends (a rank that died or hangs on "
+           "another host). Raise it when one rank can be that much slower than the others: a very large checkpoint "
+           "save on a slow disk, a first step that compiles for minutes.")
 
 
 def _add_optimization_args(group) -> None:

@@ -20,6 +20,7 @@ import argparse
 import contextlib
 import json
 import os
+import sys
 import time
 
 import torch
@@ -41,6 +42,7 @@ from .optim import StepPlan, keeps_master_weights, make_optimizer, make_schedule
 from .plugins.factory import data_parallel, make_booster, make_plugin, precision_for
 from .lifecycle.launcher import spawn_reaper
 from .lifecycle.process import GarbageCollection, leave_process
+from .lifecycle.process_group import check_shared_save_dir, is_peer_failure, lost_peer, start_process_group
 from .profiling import StepProfiler, phase
 from .lifecycle.signals import GracefulStop
 from .step_metrics import DeviceScalars, NonFiniteLoss, StepRecord, StepReporter
@@ -58,7 +60,20 @@ def train(args: argparse.Namespace, exit_process: bool = False) -> int:
     ``exit_process`` (train.py's command line): end the process at the end instead of returning, see
     ``leave_process``.
     """
-    code = Trainer(args).run()
+    trainer = None
+    try:
+        trainer = Trainer(args)
+        code = trainer.run()
+    except Exception as err:
+        if not is_peer_failure(err):
+            raise
+        progress = getattr(trainer, "progress", None)
+        failure = lost_peer(err, step=progress.global_step if progress else 0, timeout_s=args.dist_timeout_s,
+                            last_checkpoint=getattr(trainer, "last_checkpoint", None))
+        if not exit_process:
+            raise failure from None
+        print(f"error: {failure}", file=sys.stderr, flush=True)
+        os._exit(failure.exit_code)  # no teardown: collectives with the lost peer would wait again
     if exit_process:
         leave_process(code)
     dist.destroy_process_group()
@@ -110,9 +125,9 @@ class Trainer:
     # ---- build ---------------------------------------------------------------------------------------
 
     def _start_distributed(self) -> None:
-        import colossalai
-
-        colossalai.launch_from_torch(seed=self.args.seed, backend="nccl" if self.cuda else "gloo")
+        start_process_group(self.args.dist_timeout_s, self.args.seed)
+        if not self.args.no_save:
+            check_shared_save_dir(self.args.save_dir)
         self.rank = dist.get_rank()
         self.is_main = self.rank == 0
         self.device = torch.device("cuda", torch.cuda.current_device()) if self.cuda else torch.device("cpu")
