@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..tokenizer.identity import tokenizer_digest
+from ..utils.cli import add_config_flag, parse_with_config
 from ..utils.errors import UserInputError
 from ..utils.fs import atomic_directory, atomic_write_text, check_output_dir
 from ..utils.logging import get_logger
@@ -94,6 +95,7 @@ def build_arg_parser(kind: str) -> argparse.ArgumentParser:
                             "already has a different one, unless --replace_chat_template)")
         p.add_argument("--replace_chat_template", action="store_true",
                        help="with --install_chat_template: replace the tokenizer's own, different chat template")
+    add_config_flag(p)
     return p
 
 
@@ -498,7 +500,7 @@ def print_summary(summary: dict) -> None:
 
 
 def main(kind: str, argv: Sequence[str] | None = None) -> int:
-    args = build_arg_parser(kind).parse_args(argv)
+    args = parse_with_config(build_arg_parser(kind), argv)
     summary = prepare(Options.from_args(kind, args))
     print_summary(summary)
     print(f"dataset written to {args.data_arrow_output_dir} (summary: {Path(args.data_arrow_output_dir) / SUMMARY_FILE})")

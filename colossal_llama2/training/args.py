@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+from ..utils.cli import add_config_flag, parse_with_config
 from .kernels.fp8 import FP8_CHOICES
 from .optim import OPTIMIZERS
 
@@ -22,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_parallel_args(p.add_argument_group("plugins, parallelism and memory"))
     _add_kernel_args(p.add_argument_group("kernels"))
     _add_diagnostic_args(p.add_argument_group("measurement and benchmarks"))
+    add_config_flag(p)
     return p
 
 
@@ -170,7 +172,7 @@ def _add_diagnostic_args(group) -> None:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    args = build_parser().parse_args(argv)
+    args = parse_with_config(build_parser(), argv)
     base = Path(args.save_dir) if not args.no_save else run_temp_dir()
     if args.tensorboard_dir is None:
         args.tensorboard_dir = str(base / "tensorboard")
