@@ -49,6 +49,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["colossal_llama2", "colossal_llama2.*"]),
     install_requires=install_requires,
+    entry_points={"console_scripts": ["colossal-llama2=colossal_llama2.cli:console"]},
     extras_require={
         "colossalai": ["colossalai==0.5.0"] + colossalai_runtime,
         "colossalai-runtime": colossalai_runtime,

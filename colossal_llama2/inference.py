@@ -6,10 +6,13 @@ short.
 """
 from __future__ import annotations
 
+import argparse
+import sys
 import threading
 from pathlib import Path
 from typing import Callable, Iterable, TextIO
 
+from .utils.cli import str2bool
 from .utils.errors import UserInputError
 from .utils.logging import get_logger
 
@@ -141,3 +144,58 @@ def chat_loop(model, tokenizer, lines: Iterable[str], out: TextIO, system: str |
         out.flush()
     out.write("\n")
     return turns
+
+
+GENERATE_DOC = 'Stage 5: continue a prompt with a trained model, loaded with plain Hugging Face `from_pretrained`.\n\n    python inference_example.py --model_path save_dir/epoch-0_step-100/modeling --device cpu \\\n        --max_new_tokens 64 --input_txt "Colossal-AI is"\n\nPrints only the continuation. Half precision on GPU, float32 on CPU. No trust_remote_code.\n'
+CHAT_DOC = "Interactive multi-turn chat that streams tokens as they are generated.\n\n    python stream_chat_example.py --model_path save_dir/epoch-0_step-100/modeling --device cpu\n\nTurns are formatted with the tokenizer's chat_template, which prepare_sft_dataset.py stores, so the model\nhears the format it was fine-tuned on. One line per user turn; Ctrl-D or Ctrl-C ends the chat.\n"
+
+
+def build_generate_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=GENERATE_DOC, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model_path", required=True, help="Hugging Face repo name or local model dir (e.g. a modeling/ dir).")
+    p.add_argument("--device", default="cuda:0", help="Device to run on: cuda:0, cpu, ... (default cuda:0).")
+    p.add_argument("--max_new_tokens", type=int, default=512, help="Tokens to generate after the prompt.")
+    p.add_argument("--do_sample", type=str2bool, default=True, help="Sample (True) or decode greedily (False).")
+    p.add_argument("--temperature", type=float, default=0.3, help="Sampling temperature.")
+    p.add_argument("--top_k", type=int, default=50, help="Top-k filtering when sampling.")
+    p.add_argument("--top_p", type=float, default=0.95, help="Nucleus (top-p) filtering when sampling.")
+    p.add_argument("--seed", type=int, default=None, help="Random seed, for reproducible sampling.")
+    p.add_argument("--input_txt", required=True, help="The prompt.")
+    p.add_argument("--chat", action="store_true",
+                   help="Send --input_txt as one user turn in the model's chat template (SFT-trained models).")
+    p.add_argument("--system", default=None, help="With --chat: an optional system message before the turn.")
+    return p
+
+
+def generate_main(argv=None) -> int:
+    """``inference_example.py``: print the continuation of --input_txt."""
+    args = build_generate_parser().parse_args(argv)
+    if args.seed is not None:
+        import transformers
+
+        transformers.set_seed(args.seed)
+    model, tokenizer = load_model_and_tokenizer(args.model_path, args.device)
+    gen = generation_kwargs(tokenizer, args.max_new_tokens, args.do_sample, args.temperature, args.top_k, args.top_p)
+    print(generate_continuation(model, tokenizer, args.input_txt, chat=args.chat, system=args.system, **gen))
+    return 0
+
+
+def chat_main(argv=None) -> int:
+    """``stream_chat_example.py``: an interactive multi-turn chat, streamed."""
+    p = argparse.ArgumentParser(description=CHAT_DOC, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model_path", required=True, help="Hugging Face repo name or local model dir with a chat_template.")
+    p.add_argument("--device", default="cuda:0", help="Device to run on: cuda:0, cpu, ...")
+    p.add_argument("--system", default=None, help="Optional system message placed before the first turn.")
+    p.add_argument("--max_new_tokens", type=int, default=512, help="Maximum tokens per reply.")
+    p.add_argument("--do_sample", type=str2bool, default=True, help="Sample (True) or decode greedily (False).")
+    p.add_argument("--temperature", type=float, default=0.3, help="Sampling temperature.")
+    p.add_argument("--top_k", type=int, default=50, help="Top-k filtering when sampling.")
+    p.add_argument("--top_p", type=float, default=0.95, help="Nucleus (top-p) filtering when sampling.")
+    args = p.parse_args(argv)
+    model, tokenizer = load_model_and_tokenizer(args.model_path, args.device)
+    gen = generation_kwargs(tokenizer, args.max_new_tokens, args.do_sample, args.temperature, args.top_k, args.top_p)
+    try:
+        chat_loop(model, tokenizer, sys.stdin, sys.stdout, system=args.system, **gen)
+    except KeyboardInterrupt:
+        print()
+    return 0

@@ -30,7 +30,7 @@ fi
 
 stamp_dir=$("$py" -c 'import sys; print(sys.prefix)')
 stamp=$stamp_dir/.colossal_llama2-install-stamp
-want=$(cat setup.py scripts/install.sh | sha256sum | cut -d' ' -f1)
+want=$(cat setup.py pyproject.toml scripts/install.sh | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] \
    && "$py" -c 'import torch, colossalai, transformers, datasets, colossal_llama2' >/dev/null 2>&1; then
   echo "[install] environment up to date ($("$py" -c 'import sys; print(sys.prefix)'))"

@@ -14,9 +14,6 @@ left out). Raw and prepare runs alternate within each round. Pin it to the cores
 """
 from __future__ import annotations
 
-if not __package__:  # run as a file: make the repository importable
-    import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))  # noqa: E401,E702
-
 import argparse
 import json
 import os

@@ -24,9 +24,6 @@ Run as a script to install the template: ``python colossal_llama2/dataset/conver
 """
 from __future__ import annotations
 
-if not __package__:  # run as a file: make the repository importable
-    import sys, pathlib; sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))  # noqa: E401,E702
-
 import argparse
 import json
 from pathlib import Path

@@ -15,13 +15,9 @@ from __future__ import annotations
 
 import argparse
 import resource
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
-
-if not __package__:  # run as a file: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from colossal_llama2.tokenizer import hf_files, sp_surgery
 from colossal_llama2.tokenizer.bpe_surgery import BPETable

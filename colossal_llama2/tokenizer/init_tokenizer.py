@@ -13,13 +13,9 @@ See docs/tokenizer_and_model.md.
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
-
-if not __package__:  # run as a file: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from colossal_llama2.tokenizer import bpe_extension, fast_file, hf_files, sp_surgery
 from colossal_llama2.tokenizer.corpus import expand_paths, iter_corpus_texts, read_piece_file

@@ -8,13 +8,9 @@ extended tokenizer about 0.66): lower is better. Counts exclude special tokens (
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
-
-if not __package__:  # run as a file: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from colossal_llama2.tokenizer.corpus import expand_paths, iter_corpus_texts
 from colossal_llama2.utils.errors import UserInputError, run_cli
