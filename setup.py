@@ -15,6 +15,7 @@ install_requires = [
     "tokenizers>=0.21,<0.22",
     "datasets>=2.19",
     "pyarrow>=14",
+    "zstandard",  # .jsonl.zst corpora
     "sentencepiece>=0.1.99",
     "protobuf>=3.20",
     "safetensors>=0.4",

@@ -1,4 +1,4 @@
-"""Find the input ``.jsonl`` files and read their lines, validating every one.
+"""Find the input files and read their lines, validating every one.
 
 Each line is decoded as strict UTF-8 and parsed as JSON, then handed to a record parser (pretraining or
 SFT) that raises ``BadRecord`` for content it cannot accept. A bad line either stops the run with
@@ -25,7 +25,11 @@ class BadRecord(ValueError):
 
 
 def list_input_files(data_input_dirs: str, flag: str = "--data_input_dirs") -> list[Path]:
-    """Every ``*.jsonl`` file (sorted by name) in each comma-separated directory, in the order given."""
+    """The inputs of each comma-separated entry, in the order given: every ``.jsonl``, ``.jsonl.gz``, ``.jsonl.zst``
+    and ``.parquet`` file and saved ``datasets`` directory in it (sorted by name), or the entry itself when it is a
+    saved dataset (``sources.py``)."""
+    from .sources import SUFFIXES, find_inputs
+
     dirs = [d.strip() for d in data_input_dirs.split(",") if d.strip()]
     if not dirs:
         raise UserInputError("no input directory given", where=flag)
@@ -34,9 +38,10 @@ def list_input_files(data_input_dirs: str, flag: str = "--data_input_dirs") -> l
         path = Path(d)
         if not path.is_dir():
             raise UserInputError(f"{d} is not a directory", where=flag)
-        found = sorted(p for p in path.iterdir() if p.suffix == ".jsonl" and p.is_file())
+        found = find_inputs(path)
         if not found:
-            raise UserInputError(f"no .jsonl file in {d}", where=flag)
+            raise UserInputError(f"no input in {d} (files ending in {', '.join(SUFFIXES)}, or a directory "
+                                 f"datasets' save_to_disk wrote)", where=flag)
         files.extend(found)
     return files
 

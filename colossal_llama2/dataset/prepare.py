@@ -36,6 +36,7 @@ from .documents import pretrain_record_parser
 from .jsonl_reader import MAX_LISTED_BAD_LINES, list_input_files
 from .mixing import FLAG as WEIGHTS_FLAG, parse_category_weights
 from .schema import FORMAT, IGNORE_INDEX, SUMMARY_FILE, part_name
+from .sources import as_jsonl
 from .splice import fill_rate
 from .unit_work import UnitJob, UnitResult, process_unit, unit_dir, validate_unit
 from .units import plan_units
@@ -210,9 +211,10 @@ def _prepare(o: Options) -> dict:
     parse, fit, template = _record_parser(o, tokenizer)
     import datasets  # noqa: F401  (a one-time import of ~1 s, done with the tokenizer load, not mid-way)
 
-    all_units = plan_units(files, max(1, int(o.unit_size_mb * (1 << 20))))
-    units = [u for u in all_units if u.index % o.num_shards == o.shard_index]
     cache = _open_cache(o, files, weights)
+    jsonl = [as_jsonl(path, cache, i) for i, path in enumerate(files)]  # compressed, parquet, datasets: converted
+    all_units = plan_units(jsonl, max(1, int(o.unit_size_mb * (1 << 20))), sources=files)
+    units = [u for u in all_units if u.index % o.num_shards == o.shard_index]
     job = UnitJob(o.kind, parse, fit, o.max_length, o.seed, weights, o.skip_bad_lines, cache)
     t_setup = time.perf_counter()
     pending = [u for u in units if not unit_dir(cache, u).is_dir()]

@@ -58,7 +58,7 @@ def unit_dir(cache_dir: Path, unit: Unit) -> Path:
 def validate_unit(job: UnitJob, unit: Unit) -> int:
     """Parse every line (no tokenization): the first bad line raises, as before any heavy work."""
     result: ReadResult = ReadResult()
-    read_lines(unit.path, unit_lines(unit), job.parse, job.skip_bad_lines, result)
+    read_lines(unit.named, unit_lines(unit), job.parse, job.skip_bad_lines, result)
     return unit.size
 
 
@@ -68,7 +68,7 @@ def process_unit(job: UnitJob, tokenizer, unit: Unit) -> int:
     if final.is_dir():
         return unit.size
     read: ReadResult = ReadResult()
-    read_lines(unit.path, unit_lines(unit), job.parse, job.skip_bad_lines, read)
+    read_lines(unit.named, unit_lines(unit), job.parse, job.skip_bad_lines, read)
     categories = sorted({r.category for r in read.records})
     cat_index = {c: i for i, c in enumerate(categories)}
     record_cat = np.array([cat_index[r.category] for r in read.records], dtype=np.int64)

@@ -19,16 +19,22 @@ class Unit:
     start: int        # byte offset of its first line
     end: int          # byte offset just past its last line
     first_line: int   # 1-based line number of its first line, for error messages
+    source: str = ""  # the input file the lines come from, for messages (``path`` itself for plain jsonl)
 
     @property
     def size(self) -> int:
         return self.end - self.start
 
+    @property
+    def named(self) -> str:
+        return self.source or self.path
 
-def plan_units(files: list[Path], unit_bytes: int) -> list[Unit]:
-    """Cut every file into units of at least ``unit_bytes`` (the last of a file may be smaller), at line ends."""
+
+def plan_units(files: list[Path], unit_bytes: int, sources: list[Path] | None = None) -> list[Unit]:
+    """Cut every (jsonl) file into units of at least ``unit_bytes`` (the last of a file may be smaller), at line
+    ends; ``sources``: the inputs the files were made from, named in messages."""
     units: list[Unit] = []
-    for path in files:
+    for path, source in zip(files, sources or files):
         start = pos = lines = 0
         first_line = 1
         with open(path, "rb") as fh:
@@ -36,10 +42,10 @@ def plan_units(files: list[Path], unit_bytes: int) -> list[Unit]:
                 lines += 1
                 pos += len(raw)
                 if pos - start >= unit_bytes:
-                    units.append(Unit(len(units), str(path), start, pos, first_line))
+                    units.append(Unit(len(units), str(path), start, pos, first_line, str(source)))
                     start, first_line = pos, lines + 1
         if pos > start:
-            units.append(Unit(len(units), str(path), start, pos, first_line))
+            units.append(Unit(len(units), str(path), start, pos, first_line, str(source)))
     return units
 
 
