@@ -260,10 +260,12 @@ def test_sigterm_saves_loadable_checkpoint_and_exits_zero(tmp_path, tiny_model_d
     assert model.config.num_hidden_layers == 2
 
 
-def test_evaluation_counts_each_sample_once_when_ranks_cannot_split_them_evenly():
+@pytest.mark.parametrize("batch_size", [1, 2])
+def test_evaluation_counts_each_sample_once_when_ranks_cannot_split_them_evenly(batch_size):
     """5 samples on 2 ranks: by hand, a = (2 + 4 + 30) / (1 + 1 + 10) = 3, b = (9 + 3) / (3 + 1) = 3, all =
-    48 / 16 = 3.0; counting rank 1's repeated sample 0 again would give a = 38 / 13 and all = 50 / 17."""
-    proc = run_distributed(REPO_ROOT / "tests" / "scripts" / "uneven_eval.py", nproc=2, timeout=120)
+    48 / 16 = 3.0. Batch size 1: counting rank 1's repeated sample 0 again would give a = 38 / 13 and all = 50 / 17.
+    Batch size 2 (batches of one category: a[0, 2], a[4], b[1, 3]): the same values from batched forwards."""
+    proc = run_distributed(REPO_ROOT / "tests" / "scripts" / "uneven_eval.py", [batch_size], nproc=2, timeout=120)
     values = json.loads(proc.stdout.split("EVAL ")[1].splitlines()[0])
     assert values == pytest.approx({"eval/loss": 3.0, "eval/loss/a": 3.0, "eval/loss/b": 3.0}, abs=1e-12)
 

@@ -354,7 +354,8 @@ class Trainer:
     def _evaluate(self) -> None:
         if self.eval_data is None:
             return
-        values = evaluate(self.model, self.token_loss, self.eval_data, self.collator, self.dp, self.device)
+        values = evaluate(self.model, self.token_loss, self.eval_data, self.collator, self.dp, self.device,
+                          batch_size=self.args.micro_batch_size, show_progress=self.is_main)
         self.reporter.metrics.log(self.progress.global_step, values)
         logger.info("eval at step %d: %s", self.progress.global_step,
                     ", ".join(f"{k}={v:.4f}" for k, v in values.items()))
