@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+from colossal_llama2.model.model_card import base_model_of, write_card
 from colossal_llama2.tokenizer import hf_files, sp_surgery
 from colossal_llama2.tokenizer.bpe_surgery import BPETable
 from colossal_llama2.utils.errors import UserInputError, run_cli
@@ -186,7 +187,7 @@ def _grow_embeddings(model, n_src: int, new_size: int, tied: bool, init_method: 
 
 def init_model(source_path: str | Path, target_tokenizer_path: str | Path, target_model_path: str | Path, *,
                init_method: str = "mean", pad_to_multiple_of: int | None = None, max_shard_size: str = "5GB",
-               overwrite: bool = False) -> GrowthReport:
+               overwrite: bool = False, language: list[str] | None = None) -> GrowthReport:
     if init_method not in INIT_METHODS:
         raise UserInputError(f"must be one of {', '.join(INIT_METHODS)}", where="--init_method")
     if pad_to_multiple_of is not None and pad_to_multiple_of <= 0:
@@ -214,11 +215,17 @@ def init_model(source_path: str | Path, target_tokenizer_path: str | Path, targe
     tied = _is_tied(model)
     _grow_embeddings(model, n_src, new_size, tied, init_method, vocabularies)
 
+    report = GrowthReport(source_tokenizer_size=n_src, source_config_vocab=config_vocab, target_tokenizer_size=n_tgt,
+                          new_vocab_size=new_size, tied=tied, init_method=init_method, peak_rss_gib=0.0)
+    base = base_model_of(source_path)
     with atomic_directory(target, overwrite=replace) as tmp:
         model.save_pretrained(str(tmp), safe_serialization=True, max_shard_size=max_shard_size)
         hf_files.write_files(tmp, tokenizer_files)
-    return GrowthReport(source_tokenizer_size=n_src, source_config_vocab=config_vocab, target_tokenizer_size=n_tgt,
-                        new_vocab_size=new_size, tied=tied, init_method=init_method, peak_rss_gib=peak_rss_gib())
+        write_card(tmp, base_model=base, title=f"{Path(target).name}: {base} with a grown vocabulary",
+                   language=language, sections={"Vocabulary": report.lines()[:2] + [
+                       f"every source token keeps its id and its embedding row; tokenizer from {target_tok}"]})
+    report.peak_rss_gib = peak_rss_gib()
+    return report
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -235,6 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pad_to_multiple_of", type=int, default=None,
                         help="pad the vocab dimension to a multiple of N (e.g. 64); padding rows hold the mean row")
     parser.add_argument("--max_shard_size", default="5GB", help="safetensors shard size (bounds extra memory while saving)")
+    parser.add_argument("--language", default=None,
+                        help="comma-separated ISO 639-1 codes of the languages the model is for (e.g. zh,en), "
+                             "written into the model card (README.md)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty target directory")
     return parser
 
@@ -243,7 +253,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     report = init_model(args.source_model_and_tokenizer_path, args.target_tokenizer_path, args.target_model_path,
                         init_method=args.init_method, pad_to_multiple_of=args.pad_to_multiple_of,
-                        max_shard_size=args.max_shard_size, overwrite=args.overwrite)
+                        max_shard_size=args.max_shard_size, overwrite=args.overwrite,
+                        language=args.language.split(",") if args.language else None)
     print("\n".join(report.lines()))
     print(f"wrote {args.target_model_path}")
     return 0

@@ -22,12 +22,15 @@ import json
 import os
 import sys
 import time
+from collections import Counter
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
 from ..dataset.loader import PaddingCollator, ResumableDistributedSampler
 from ..dataset.schema import IGNORE_INDEX
+from ..model.model_card import arguments_lines, base_model_of, language_of, write_card
 from ..utils.fs import atomic_write_text
 from ..utils.logging import get_logger
 from .checkpoint import directory as ckpt
@@ -52,6 +55,12 @@ from .plugins.zero_reduction import speed_up_zero_reduction
 from .plugins.zero_step import speed_up_zero_optimizer
 
 logger = get_logger(__name__)
+
+
+# The arguments a saved model's card lists.
+CARD_ARGUMENTS = ("plugin", "optimizer", "lr", "micro_batch_size", "accumulation_steps", "max_length", "num_epochs",
+                  "max_steps", "warmup_steps", "weight_decay", "gradient_clipping", "mixed_precision", "seed",
+                  "use_neft", "freeze_non_embeds_params", "use_grad_checkpoint")
 
 
 def train(args: argparse.Namespace, exit_process: bool = False) -> int:
@@ -120,6 +129,8 @@ class Trainer:
                                      samples_per_step=self.samples_per_step)
                          if self.load_checkpoint else ckpt.Progress())
         self.last_checkpoint = self.load_checkpoint
+        self.last_eval: tuple[int, dict] | None = None
+        self._categories: Counter | None = None
         self._build_step_parts()
 
     # ---- build ---------------------------------------------------------------------------------------
@@ -356,6 +367,7 @@ class Trainer:
             return
         values = evaluate(self.model, self.token_loss, self.eval_data, self.collator, self.dp, self.device,
                           batch_size=self.args.micro_batch_size, show_progress=self.is_main)
+        self.last_eval = (self.progress.global_step, values)
         self.reporter.metrics.log(self.progress.global_step, values)
         logger.info("eval at step %d: %s", self.progress.global_step,
                     ", ".join(f"{k}={v:.4f}" for k, v in values.items()))
@@ -366,8 +378,27 @@ class Trainer:
             self.last_checkpoint = ckpt.save_checkpoint(self.booster, self.model, self.optimizer, self.lr_scheduler,
                                  save_dir=self.args.save_dir, epoch=progress.epoch, global_step=progress.global_step,
                                  running_states=progress.running_states(self.sampler), tokenizer=self.tokenizer,
-                                 keep_last=self.args.keep_last)
+                                 keep_last=self.args.keep_last, write_card=self._write_card)
         progress.last_saved = progress.global_step
+
+    def _write_card(self, modeling: Path) -> None:
+        """The saved model's card: where it comes from, the data, the arguments, the last losses."""
+        args, step = self.args, self.progress.global_step
+        if self._categories is None:  # read once, at the first save
+            self._categories = Counter(self.data.dataset["category"])
+        what = "SFT" if "sft" in self.data.kinds else "continual pre-training"
+        results = []
+        if self.reporter.last_loss:
+            results.append("training loss {1:.4f} at step {0}".format(*self.reporter.last_loss))
+        if self.last_eval:
+            results += [f"{name} {value:.4f} at step {self.last_eval[0]}" for name, value in self.last_eval[1].items()]
+        data = [f"{', '.join(map(str, args.dataset))}: {len(self.data)} samples of up to {self.data.max_length} tokens",
+                *(f"category {name}: {n} samples" for name, n in sorted(self._categories.items()))]
+        write_card(modeling, base_model=base_model_of(args.pretrained), language=language_of(args.pretrained),
+                   title=f"{Path(args.save_dir).name}: {what}, step {step}", sections={
+                       "Training": [f"from {args.pretrained}", f"{step} optimizer steps, epoch {self.progress.epoch}",
+                                    f"world size {self.world_size}, plugin {args.plugin}, precision {self.precision}"],
+                       "Data": data, "Arguments": arguments_lines(vars(args), CARD_ARGUMENTS), "Results": results})
 
     def _finish(self) -> None:
         """The last evaluation (unless a stop or the schedule just did it) and the last save."""

@@ -82,6 +82,7 @@ class StepReporter:
         self.world_size = world_size
         self.save_dir = save_dir
         self.pending: StepRecord | None = None
+        self.last_loss: tuple[int, float] | None = None  # (step, loss) of the last step reported
 
     def push(self, record: StepRecord) -> dict | None:
         values = self.flush()  # the previous step: its values arrived while this one was queued
@@ -108,6 +109,7 @@ class StepReporter:
             "epoch": record.epoch, "elapsed": record.elapsed})
         self.bar.update(1)
         self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{record.lr:.2e}")
+        self.last_loss = (record.step, loss)
         return values
 
     def close(self) -> None:

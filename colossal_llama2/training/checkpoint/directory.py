@@ -99,8 +99,10 @@ def list_checkpoints(save_dir: str | os.PathLike) -> list[Path]:
 
 
 def save_checkpoint(booster, model, optimizer, lr_scheduler, *, save_dir: str | os.PathLike, epoch: int,
-                    global_step: int, running_states: dict, tokenizer, keep_last: int = 0) -> Path:
-    """Write a checkpoint collectively (every rank must call it); return its final path."""
+                    global_step: int, running_states: dict, tokenizer, keep_last: int = 0,
+                    write_card=None) -> Path:
+    """Write a checkpoint collectively (every rank must call it); return its final path. ``write_card(dir)``: rank 0
+    puts the model card into ``modeling/``."""
     started = time.perf_counter()
     save_dir = Path(save_dir)
     final = save_dir / checkpoint_name(epoch, global_step)
@@ -136,6 +138,8 @@ def save_checkpoint(booster, model, optimizer, lr_scheduler, *, save_dir: str | 
         rng_states[0] = capture_rng_state()
     if _rank() == 0:
         tokenizer.save_pretrained(str(tmp / "modeling"))
+        if write_card is not None:
+            write_card(tmp / "modeling")
         states = {**running_states, "epoch": epoch, "global_step": global_step, "rng_states": rng_states}
         (tmp / RUNNING_STATES).write_text(json.dumps(states), encoding="utf-8")
     _barrier()  # every rank has finished writing before the directory becomes visible
