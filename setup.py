@@ -59,6 +59,8 @@ setup(
         # 0.7 and later need transformers >= 4.52, and colossalai 0.5.0 pins 4.51.3.
         # torchao: float8 training (--fp8 tensorwise/rowwise).
         "gpu": ["liger-kernel>=0.6.5,<0.7", "torchao>=0.18"],
+        # --report_to wandb,mlflow
+        "trackers": ["wandb", "mlflow-skinny"],
         "dev": ["pytest>=7", "pytest-xdist", "matplotlib"],
     },
     license="Apache-2.0",

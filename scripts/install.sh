@@ -50,7 +50,7 @@ trap 'rm -f "$constraints"' EXIT
 echo "torch==$torch_version" > "$constraints"
 
 echo "[install] project, its dependencies and colossalai's runtime imports"
-pip_install -c "$constraints" -e ".[colossalai-runtime,dev]"
+pip_install -c "$constraints" -e ".[colossalai-runtime,dev,trackers]"
 echo "[install] $COLOSSALAI_SPEC and galore-torch without their pins"
 pip_install -c "$constraints" --no-deps "$COLOSSALAI_SPEC" galore-torch
 # torchao (the low-memory optimizers; fp8 on GPUs: `pip install -e .[gpu]` on a GPU machine) goes into a side

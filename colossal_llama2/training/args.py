@@ -47,6 +47,10 @@ def _add_data_args(group) -> None:
     a("--tensorboard_dir", default=None,
       help="Directory for tensorboard events and metrics.jsonl (default: <save_dir>/tensorboard; with --no_save a "
            "directory of the run's own under the system's temp dir).")
+    a("--report_to", default="tensorboard",
+      help="Comma-separated trackers for the metrics, besides metrics.jsonl: tensorboard, wandb, mlflow (the last two: "
+           "pip install -e .[trackers]; they follow their environment, e.g. WANDB_MODE=offline, MLFLOW_TRACKING_URI, "
+           "default a file store in the metrics dir). '' for metrics.jsonl only.")
     a("--config_file", default=None,
       help="Write the run's arguments to this JSON file (default: <save_dir>/config_file.json; with --no_save in "
            "the same temp dir as the metrics).")

@@ -48,6 +48,7 @@ from .lifecycle.process import GarbageCollection, leave_process
 from .lifecycle.process_group import check_shared_save_dir, is_peer_failure, lost_peer, start_process_group
 from .profiling import StepProfiler, phase
 from .lifecycle.signals import GracefulStop
+from .trackers import parse_report_to
 from .step_metrics import DeviceScalars, NonFiniteLoss, StepRecord, StepReporter
 from .token_loss import TokenLoss
 from .validation import parse_profile_steps, validate_inputs
@@ -213,7 +214,8 @@ class Trainer:
         self.grad_average_factor = 1 if summed else self.dp.size
         self.use_no_sync = args.plugin == "ddp" and args.accumulation_steps > 1
         self.reporter = StepReporter(
-            MetricsWriter(args.tensorboard_dir, enabled=self.is_main), total_steps=self.plan.total_steps,
+            MetricsWriter(args.tensorboard_dir, enabled=self.is_main, report_to=parse_report_to(args.report_to),
+                          run_name=Path(args.save_dir).name, config=vars(args)), total_steps=self.plan.total_steps,
             initial_step=self.progress.global_step, enabled=self.is_main,
             flops_per_token=flops_per_token(self.num_params, self.config.num_hidden_layers, self.config.hidden_size,
                                             args.max_length),

@@ -1,4 +1,5 @@
-"""Training metrics on rank 0: tensorboard scalars and ``metrics.jsonl`` (one JSON object per optimizer step).
+"""Training metrics on rank 0: ``metrics.jsonl`` (one JSON object per optimizer step) and the trackers of
+``--report_to`` (tensorboard by default; wandb, MLflow: ``trackers.py``).
 
 Throughput: tokens/s counts real (unpadded) input tokens of all ranks. Model FLOPs per token follow the
 usual estimate 6·N + 12·layers·hidden·seq (N = parameters; forward+backward, attention included), so
@@ -43,29 +44,30 @@ def peak_memory() -> dict:
 
 
 class MetricsWriter:
-    """Writes on rank 0 only; other ranks get a writer whose methods do nothing."""
+    """Writes on rank 0 only (metrics.jsonl and the ``--report_to`` trackers); elsewhere its methods do nothing."""
 
-    def __init__(self, tensorboard_dir: str | os.PathLike, enabled: bool):
+    def __init__(self, tensorboard_dir: str | os.PathLike, enabled: bool, report_to: list[str] = ("tensorboard",),
+                 run_name: str = "run", config: dict | None = None):
+        from .trackers import open_trackers
+
         self.enabled = enabled
-        self.tb = None
+        self.trackers = []
         self.jsonl = None
         if enabled:
-            from torch.utils.tensorboard import SummaryWriter
-
             Path(tensorboard_dir).mkdir(parents=True, exist_ok=True)
-            self.tb = SummaryWriter(str(tensorboard_dir))
+            self.trackers = open_trackers(list(report_to), Path(tensorboard_dir), run_name, config or {})
             self.jsonl = open(Path(tensorboard_dir) / "metrics.jsonl", "a", encoding="utf-8")
 
     def log(self, step: int, values: dict) -> None:
         if not self.enabled:
             return
-        for key, value in values.items():
-            if isinstance(value, (int, float)) and key not in ("step", "epoch"):
-                self.tb.add_scalar(key if "/" in key else f"train/{key}", value, step)
+        for tracker in self.trackers:
+            tracker.log(step, values)
         self.jsonl.write(json.dumps({"step": step, **values}) + "\n")
         self.jsonl.flush()
 
     def close(self) -> None:
         if self.enabled:
-            self.tb.close()
+            for tracker in self.trackers:
+                tracker.close()
             self.jsonl.close()

@@ -18,6 +18,7 @@ from .kernels.fp8 import check_fp8
 from .kernels.fused_ops import Fusion, resolve_fusion
 from .optim import check_optimizer
 from .plugins.factory import check_plugin_args, precision_for
+from .trackers import parse_report_to
 
 logger = get_logger(__name__)
 
@@ -35,6 +36,7 @@ class RunInputs:
 def validate_inputs(args: argparse.Namespace, cuda: bool, world_size: int) -> RunInputs:
     """Raise UserInputError, naming the flag, for anything that cannot run; otherwise return the inputs."""
     _check_positive_flags(args)
+    parse_report_to(args.report_to)
     config = _load_model_config(args)
     if args.plugin == "auto":
         _resolve_auto_plugin(args, config, cuda, world_size)
