@@ -21,12 +21,13 @@ from ..utils.logging import get_logger
 from . import hf_files
 from .bpe_surgery import (METASPACE, BPETable, WordSplitter, dependents, join_merges, learn_merges,
                           unreachable_tokens)
-from .corpus import expand_paths, iter_corpus_texts, read_piece_file
+from .corpus import DEFAULT_MAX_CORPUS_CHARS, expand_paths, read_piece_file, sample_corpus_texts
 from .report import ExtensionReport
 
 logger = get_logger(__name__)
 
 HELD_OUT_EVERY = 20  # every 20th corpus sample is kept out of learning and measures compression
+MAX_HELD_OUT = 2000
 
 
 @dataclass
@@ -163,7 +164,7 @@ def _plan(base: BPETable, base_model, request: _Request, excluded: set[str]) -> 
 
 def _read_request(base: BPETable, base_model, splitter: WordSplitter, expand_tokens_file: str | None,
                   train_corpus: str | None, num_new_pieces: int | None, vocab_size: int | None,
-                  keep_ascii_merges: bool) -> _Request:
+                  keep_ascii_merges: bool, max_corpus_chars: int | None) -> _Request:
     pieces = ([(raw, splitter.piece_words(raw)) for raw, _ in read_piece_file(expand_tokens_file)]
               if expand_tokens_file else [])
     budget = vocab_size - base.size if vocab_size is not None else None
@@ -171,23 +172,18 @@ def _read_request(base: BPETable, base_model, splitter: WordSplitter, expand_tok
                        corpus_budget=num_new_pieces, keep_ascii_merges=keep_ascii_merges)
     if not train_corpus:
         return request
-    texts = list(iter_corpus_texts(expand_paths(train_corpus, "--train_corpus")))
-    if not texts:
-        raise UserInputError("the corpus has no non-empty text", where="--train_corpus")
-    if len(texts) >= 2 * HELD_OUT_EVERY:
-        request.held_out = texts[HELD_OUT_EVERY - 1::HELD_OUT_EVERY]
-        texts = [t for i, t in enumerate(texts) if (i + 1) % HELD_OUT_EVERY]
     # Learn on top of the listed pieces' merges, so the corpus continues from the segmentation users get.
     with_pieces = _plan(base, base_model, request, set()).table
     wanted = num_new_pieces if num_new_pieces is not None else budget - len(with_pieces.appended)
+    counts, samples = _count_words(splitter, request, sample_corpus_texts(
+        expand_paths(train_corpus, "--train_corpus"), max_corpus_chars))
     if wanted > 0:
-        counts = splitter.count(texts)
         if not keep_ascii_merges:  # ASCII-only words teach only merges that would re-segment English and code
             counts = Counter({w: c for w, c in counts.items() if not base.text_of(w).isascii()})
         request.learned_chars = _missing_characters(counts, with_pieces, wanted // 2)
         for char in request.learned_chars:
             with_pieces.add_token(char)
-        logger.info("learning up to %d merges from %d samples (%d distinct words)%s", wanted, len(texts), len(counts),
+        logger.info("learning up to %d merges from %d samples (%d distinct words)%s", wanted, samples, len(counts),
                     f"; {len(request.learned_chars)} characters the base spells in bytes added first"
                     if request.learned_chars else "")
         request.learned = learn_merges(counts, with_pieces, wanted)
@@ -197,6 +193,22 @@ def _read_request(base: BPETable, base_model, splitter: WordSplitter, expand_tok
                                  " (words of ASCII text only are not learned from without --keep_ascii_merges)"),
                                  where="--train_corpus")
     return request
+
+
+def _count_words(splitter: WordSplitter, request: _Request, texts) -> tuple[Counter, int]:
+    """(word counts, samples learned from), streaming: every 20th sample is held out (at most MAX_HELD_OUT of
+    them) to measure compression instead."""
+    counts: Counter = Counter()
+    samples = 0
+    for i, text in enumerate(texts, 1):
+        if i % HELD_OUT_EVERY == 0 and len(request.held_out) < MAX_HELD_OUT:
+            request.held_out.append(text)
+            continue
+        counts.update(splitter.words(text))
+        samples += 1
+    if not samples:
+        raise UserInputError("the corpus has no non-empty text", where="--train_corpus")
+    return counts, samples
 
 
 def _missing_characters(counts: Counter, table: BPETable, limit: int) -> list[str]:
@@ -217,8 +229,9 @@ def _tokens_per_char(tokenizer, texts: list[str]) -> float:
 
 
 def extend_bpe(source_dir: Path, target_dir: Path, *, expand_tokens_file: str | None,
-                      train_corpus: str | None, num_new_pieces: int | None, vocab_size: int | None,
-                      keep_ascii_merges: bool = False, write) -> ExtensionReport:
+               train_corpus: str | None, num_new_pieces: int | None, vocab_size: int | None,
+               keep_ascii_merges: bool = False, max_corpus_chars: int | None = DEFAULT_MAX_CORPUS_CHARS,
+               write) -> ExtensionReport:
     """Plan and check the extension of ``source_dir``'s tokenizer.json; ``write(files)`` puts the files in place."""
     base = BPETable.load(source_dir / hf_files.FAST_FILE, "--source_tokenizer_dir")
     if vocab_size is not None and vocab_size <= base.size:
@@ -227,7 +240,7 @@ def extend_bpe(source_dir: Path, target_dir: Path, *, expand_tokens_file: str | 
     splitter = WordSplitter(base_tokenizer, base.alphabet)
     base_model = base.bpe_model()
     request = _read_request(base, base_model, splitter, expand_tokens_file, train_corpus, num_new_pieces,
-                            vocab_size, keep_ascii_merges)
+                            vocab_size, keep_ascii_merges, max_corpus_chars)
     excluded: set[str] = set()
     for _ in range(10):
         planner = _plan(base, base_model, request, excluded)

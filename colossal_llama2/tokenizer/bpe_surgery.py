@@ -27,7 +27,6 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 from ..utils.errors import UserInputError
 from ..utils.logging import get_logger
@@ -240,12 +239,6 @@ class WordSplitter:
             words = self._pre_tokenize(piece.replace(" ", SPACE))
             return [piece.replace(" ", SPACE)] if len(words) == 1 else words
         return self.words(piece)
-
-    def count(self, texts: Iterable[str]) -> Counter:
-        counts: Counter = Counter()
-        for text in texts:
-            counts.update(self.words(text))
-        return counts
 
 
 def join_merges(parts: list[str], table: BPETable) -> list[tuple[str, str]]:

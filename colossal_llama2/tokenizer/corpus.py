@@ -95,3 +95,48 @@ def read_piece_file(path: str | os.PathLike) -> list[tuple[str, int]]:
             raise input_error_at(str(path), line_no, f"empty or whitespace-only piece {piece!r}")
         pieces.append((piece, line_no))
     return pieces
+
+
+DEFAULT_MAX_CORPUS_CHARS = 30_000_000
+PROBE_BYTES = 1 << 20
+
+
+def sample_corpus_texts(files: list[Path], max_chars: int | None, seed: int = 0) -> Iterator[str]:
+    """The corpus's samples, streamed, with a progress bar over the bytes read; at most ``max_chars`` characters in
+    all, drawn evenly from the whole corpus.
+
+    Each sample is kept with probability max_chars / (the corpus's estimated characters: its bytes times the
+    characters per byte of its first MiB), with a seeded generator, until ``max_chars`` are kept; a corpus below
+    the bound is read whole. Memory then depends on the bound, not on the corpus.
+    """
+    import random
+
+    from tqdm import tqdm
+
+    total_bytes = sum(p.stat().st_size for p in files)
+    keep = 1.0
+    if max_chars is not None and max_chars > 0:
+        keep = min(1.0, max_chars / max(1.0, total_bytes * _chars_per_byte(files)))
+    rng, kept = random.Random(seed), 0
+    with tqdm(total=total_bytes, unit="B", unit_scale=True, desc="corpus", leave=False) as bar:
+        for path in files:
+            for text in iter_corpus_texts([path]):
+                bar.update(len(text.encode("utf-8")) + 1)
+                if keep < 1.0 and rng.random() >= keep:
+                    continue
+                yield text
+                kept += len(text)
+                if max_chars and kept >= max_chars:
+                    return
+
+
+def _chars_per_byte(files: list[Path]) -> float:
+    """Characters of text per byte of file, from the corpus's first MiB (JSON overhead and UTF-8 width included)."""
+    chars = size = 0
+    for path in files:
+        for text in iter_corpus_texts([path]):
+            chars += len(text)
+            size += len(text.encode("utf-8")) + (len(text) // 8 + 16 if path.suffix != ".txt" else 1)
+            if size >= PROBE_BYTES:
+                return chars / size
+    return chars / size if size else 1.0

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Sequence
 
 from colossal_llama2.tokenizer import bpe_extension, fast_file, hf_files, sp_surgery
-from colossal_llama2.tokenizer.corpus import expand_paths, iter_corpus_texts, read_piece_file
+from colossal_llama2.tokenizer.corpus import (DEFAULT_MAX_CORPUS_CHARS, expand_paths, read_piece_file,
+                                              sample_corpus_texts)
 from colossal_llama2.tokenizer.learn_pieces import learn_pieces
 from colossal_llama2.tokenizer.report import ExtensionReport
 from colossal_llama2.utils.errors import UserInputError, run_cli
@@ -81,7 +82,8 @@ class _Plan:
 def extend_tokenizer(source_dir: str | Path, target_dir: str | Path, *, expand_tokens_file: str | None = None,
                      train_corpus: str | None = None, num_new_pieces: int | None = None,
                      train_vocab_size: int | None = None, vocab_size: int | None = None,
-                     overwrite: bool = False, keep_ascii_merges: bool = False) -> ExtensionReport:
+                     overwrite: bool = False, keep_ascii_merges: bool = False,
+                     max_corpus_chars: int | None = DEFAULT_MAX_CORPUS_CHARS) -> ExtensionReport:
     """Write ``target_dir``: the source tokenizer with pieces appended. Returns what was done."""
     _check_flags(expand_tokens_file, train_corpus, num_new_pieces, vocab_size)
     kind = hf_files.tokenizer_kind(source_dir, "--source_tokenizer_dir")
@@ -101,7 +103,7 @@ def extend_tokenizer(source_dir: str | Path, target_dir: str | Path, *, expand_t
         return bpe_extension.extend_bpe(source_dir, target_dir, expand_tokens_file=expand_tokens_file,
                                                train_corpus=train_corpus, num_new_pieces=num_new_pieces,
                                                vocab_size=vocab_size, keep_ascii_merges=keep_ascii_merges,
-                                               write=write)
+                                               max_corpus_chars=max_corpus_chars, write=write)
     if keep_ascii_merges:
         raise UserInputError("applies to tokenizer.json (BPE) bases only", where="--keep_ascii_merges")
     proto = sp_surgery.parse_model((source_dir / hf_files.SP_MODEL_FILE).read_bytes(),
@@ -111,7 +113,8 @@ def extend_tokenizer(source_dir: str | Path, target_dir: str | Path, *, expand_t
         raise UserInputError(f"must exceed the source vocabulary ({len(proto.pieces)} pieces)", where="--vocab_size")
 
     new_budget = vocab_size - len(proto.pieces) if vocab_size is not None else None
-    candidates = _candidates(expand_tokens_file, train_corpus, num_new_pieces or new_budget, train_vocab_size)
+    candidates = _candidates(expand_tokens_file, train_corpus, num_new_pieces or new_budget, train_vocab_size,
+                             max_corpus_chars)
     files = hf_files.read_tokenizer_files(source_dir)
     with atomic_directory(target_dir, overwrite=overwrite) as tmp:
         report = _build_without_dead_pieces(proto, candidates, files, tmp, new_budget, num_new_pieces)
@@ -133,7 +136,7 @@ def _check_flags(expand_tokens_file, train_corpus, num_new_pieces, vocab_size) -
 
 
 def _candidates(expand_tokens_file: str | None, train_corpus: str | None, corpus_budget: int | None,
-                train_vocab_size: int | None) -> list[Candidate]:
+                train_vocab_size: int | None, max_corpus_chars: int | None) -> list[Candidate]:
     """Requested pieces, highest priority first: the file's in its order, then the corpus's by frequency."""
     out = []
     if expand_tokens_file:
@@ -141,7 +144,8 @@ def _candidates(expand_tokens_file: str | None, train_corpus: str | None, corpus
     if train_corpus:
         files = expand_paths(train_corpus, "--train_corpus")
         out += [Candidate(p, "corpus")
-                for p in learn_pieces(iter_corpus_texts(files), corpus_budget, vocab_size=train_vocab_size)]
+                for p in learn_pieces(sample_corpus_texts(files, max_corpus_chars), corpus_budget,
+                                      vocab_size=train_vocab_size)]
     return out
 
 
@@ -234,6 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--keep_ascii_merges", action="store_true",
                         help="tokenizer.json (BPE) bases: also learn merges of ASCII-only text from the corpus (an English "
                              "domain corpus); by default they are left out, so English and code tokenize as before")
+    parser.add_argument("--max_corpus_chars", type=int, default=DEFAULT_MAX_CORPUS_CHARS,
+                        help="learn from at most this many characters of --train_corpus, sampled evenly over the whole "
+                             "corpus (seeded), so memory stays bounded whatever its size; 0 reads it all")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty target directory")
     return parser
 
@@ -244,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                               expand_tokens_file=args.expand_tokens_file, train_corpus=args.train_corpus,
                               num_new_pieces=args.num_new_pieces, train_vocab_size=args.train_vocab_size,
                               vocab_size=args.vocab_size, overwrite=args.overwrite,
-                              keep_ascii_merges=args.keep_ascii_merges)
+                              keep_ascii_merges=args.keep_ascii_merges, max_corpus_chars=args.max_corpus_chars)
     print("\n".join(report.lines()))
     print(f"wrote {args.target_tokenizer_dir}")
     return 0

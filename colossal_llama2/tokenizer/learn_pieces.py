@@ -1,6 +1,6 @@
 """Learn candidate pieces from a corpus with sentencepiece BPE (the Chinese-LLaMA way).
 
-The model is trained in memory, single-threaded (deterministic), with the same normalisation as LLaMA-2
+The model is trained in memory, on every core, with the same normalisation as LLaMA-2
 (identity, no whitespace folding, digits split) so the learned pieces are strings the extended
 tokenizer will actually meet. Its pieces come out best first: merges in the order BPE learned them
 (most frequent first), then the single characters.
@@ -8,6 +8,7 @@ tokenizer will actually meet. Its pieces come out best first: merges in the orde
 from __future__ import annotations
 
 import io
+import os
 from typing import Iterable
 
 from sentencepiece import sentencepiece_model_pb2 as sp_pb2
@@ -39,7 +40,7 @@ def learn_pieces(texts: Iterable[str], num_new_pieces: int, vocab_size: int | No
             hard_vocab_limit=False, character_coverage=character_coverage, split_digits=True,
             split_by_unicode_script=True, normalization_rule_name="identity", remove_extra_whitespaces=False,
             add_dummy_prefix=True, byte_fallback=False, unk_id=0, bos_id=-1, eos_id=-1, pad_id=-1,
-            max_sentence_length=1 << 20, num_threads=1, minloglevel=2)
+            max_sentence_length=1 << 20, num_threads=os.cpu_count() or 1, minloglevel=2)
     except RuntimeError as err:
         raise UserInputError(f"sentencepiece training failed: {err}", where="--train_corpus") from None
     proto = sp_pb2.ModelProto()
