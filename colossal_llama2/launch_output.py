@@ -25,7 +25,6 @@ class LaunchOutput:
         self._rules_to_skip = 0  # inside torchrun's failure table: its closing rules still to come
         self._in_root_cause = False
         self.root_causes: list[dict[str, str]] = []  # each host's torchrun: the rank that failed first there
-        self.dropped_environment = False
 
     def feed(self, line: str) -> list[str]:
         text = RANK_PREFIX.sub("", line.rstrip("\n"))
@@ -33,7 +32,6 @@ class LaunchOutput:
             self._read_table(text)
             return []
         if ENV_DUMP.search(line):
-            self.dropped_environment = True
             return ["[colossal_llama2.launch] (a launcher line that lists the whole environment is left out)\n"]
         if self._traceback is not None:
             self._traceback.append(line)

@@ -12,6 +12,7 @@ from colossal_llama2.dataset.prepare import Options, prepare
 from colossal_llama2.dataset.schema import IGNORE_INDEX, META_FILE, SUMMARY_FILE, part_name
 from colossal_llama2.utils.errors import UserInputError
 from tests.helpers.distributed import run_script
+from tests.helpers.labels import supervised_runs
 
 MAX_LEN = 160
 
@@ -95,16 +96,7 @@ def test_samples_equal_apply_chat_template_and_labels_are_assistant_turns(prepar
         assert row["seq_lengths"] == [len(ids)] and len(ids) <= MAX_LEN
         assert row["category"] == rec.get("category", "default")
         # Supervised spans, in order, are exactly " {assistant content}</s>" of each kept turn.
-        spans, cur = [], []
-        for tok, lab in zip(row["input_ids"], row["labels"]):
-            if lab != IGNORE_INDEX:
-                assert lab == tok
-                cur.append(tok)
-            elif cur:
-                spans.append(cur)
-                cur = []
-        if cur:
-            spans.append(cur)
+        spans = supervised_runs(row["input_ids"], row["labels"])
         answers = [m["content"] for m in msgs if m["role"] == "assistant"]
         assert len(spans) == len(answers)
         for span, answer in zip(spans, answers):

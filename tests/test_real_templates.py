@@ -17,7 +17,8 @@ import pytest
 
 from colossal_llama2.dataset.chat_templates import template_messages
 from colossal_llama2.dataset.prepare import prepare
-from colossal_llama2.dataset.schema import IGNORE_INDEX, META_FILE, part_name
+from colossal_llama2.dataset.schema import META_FILE, part_name
+from tests.helpers.labels import supervised_runs
 from tests.helpers.registry import tokenizer_dir
 from tests.test_prepare_sft import options, write_jsonl
 
@@ -81,18 +82,8 @@ FORMATS = {  # name: (package, template edit, expected labels, end of turn)
 }
 
 
-def supervised_runs(tokenizer, ids: list[int], labels: list[int]) -> list[str]:
-    runs, current = [], []
-    for token, label in zip(ids, labels):
-        if label != IGNORE_INDEX:
-            assert label == token
-            current.append(token)
-        elif current:
-            runs.append(current)
-            current = []
-    if current:
-        runs.append(current)
-    return [tokenizer.decode(run, clean_up_tokenization_spaces=False) for run in runs]
+def supervised_texts(tokenizer, ids: list[int], labels: list[int]) -> list[str]:
+    return [tokenizer.decode(run, clean_up_tokenization_spaces=False) for run in supervised_runs(ids, labels)]
 
 
 @pytest.fixture(scope="module", params=sorted(FORMATS))
@@ -133,7 +124,7 @@ def test_model_template_is_the_default_and_labels_are_the_answers(prepared):
                 ids, labels = row["input_ids"][start:start + length], row["labels"][start:start + length]
                 start += length
                 record = by_ids[tuple(ids)]  # ids exactly apply_chat_template's
-                assert supervised_runs(tokenizer, ids, labels) == expected(record), name
+                assert supervised_texts(tokenizer, ids, labels) == expected(record), name
                 seen += 1
     assert seen == len(RECORDS)
 

@@ -16,6 +16,7 @@ from colossal_llama2.dataset.prepare import prepare
 from colossal_llama2.dataset.schema import IGNORE_INDEX, META_FILE, part_name
 from colossal_llama2.tiny_base import MISTRAL_CHAT_TEMPLATE
 from colossal_llama2.utils.errors import UserInputError
+from tests.helpers.labels import supervised_runs
 from tests.test_prepare_sft import conversations, hf_messages, options, write_jsonl
 
 END_TOKENS = {"llama3": "<|eot_id|>", "qwen2": "<|im_end|>", "mistral": "<|end_of_text|>"}
@@ -120,13 +121,6 @@ def test_a_template_that_rewrites_earlier_turns_is_supervised_on_its_answers(tmp
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dirs["llama3"]))
     eos = tokenizer.eos_token  # the template closes every message with it
     want = sorted(tuple(f"{m['content']}{eos}" for m in r["messages"] if m["from"] == "assistant") for r in records)
-    got = []
-    for row in load_from_disk(str(tmp_path / "arrow" / part_name(0))):
-        runs, current = [], []
-        for token, label in zip(row["input_ids"], row["labels"]):
-            if label != IGNORE_INDEX:
-                current.append(token)
-            elif current:
-                runs, current = runs + [tokenizer.decode(current)], []
-        got.append(tuple(runs + ([tokenizer.decode(current)] if current else [])))
+    got = [tuple(tokenizer.decode(run) for run in supervised_runs(row["input_ids"], row["labels"]))
+           for row in load_from_disk(str(tmp_path / "arrow" / part_name(0)))]
     assert sorted(got) == want

@@ -52,14 +52,13 @@ def config_argv(parser: argparse.ArgumentParser, path: str) -> list[str]:
     actions = {a.dest: a for a in parser._actions if a.option_strings}
     tokens: list[str] = []
     for key, value in values.items():
-        action = actions.get(key.lstrip("-").replace("-", "_"))
-        if action is None or action.dest in ("help", "config"):
-            if key in ("config",):
-                continue
+        dest = key.lstrip("-").replace("-", "_")
+        if dest == "config" or value is None:  # a replayed run's own --config; an unset flag
+            continue
+        action = actions.get(dest)
+        if action is None or dest == "help":
             raise UserInputError(f"unknown key {key!r}: not a flag of this command (see --help)", where=path)
         flag = next((s for s in action.option_strings if s.startswith("--")), action.option_strings[0])
-        if value is None:
-            continue
         if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
             if not isinstance(value, bool):
                 raise UserInputError(f"{key}: expected true or false, got {value!r}", where=path)
