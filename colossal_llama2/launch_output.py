@@ -67,8 +67,11 @@ class LaunchOutput:
         causes = [c for c in self.root_causes if "rank" in c and "exitcode" in c]
         if not causes:
             return None
-        # ranks ended by SIGTERM were stopped by their own torchrun after another failure: the others come first
-        cause = min(causes, key=lambda c: ("SIGTERM" in c["exitcode"], c.get("time", "")))
+        # Ranks ended by SIGTERM were stopped by their own torchrun after another failure: the others come first.
+        # torchrun stamps failures to the second, so a rank killed by a signal ties with the peers that saw its
+        # connections close and exited; within a second the signal is the cause.
+        cause = min(causes, key=lambda c: ("SIGTERM" in c["exitcode"], c.get("time", ""),
+                                           not c["exitcode"].split()[0].startswith("-")))
         rank = cause["rank"].split()[0]
         code = cause["exitcode"].split()[0]
         how = (cause.get("traceback") or f"exit status {code}") if code.startswith("-") else f"exit status {code}"

@@ -40,3 +40,41 @@ def test_a_workers_traceback_passes_and_its_exception_is_the_summary():
     assert shown[:3] == lines[:3] and shown[3] == "after the table\n" and len(shown) == 5
     assert TOKEN not in "".join(shown)
     assert output.summary(1).endswith("(exit status 1): RuntimeError: CUDA out of memory")
+
+
+def torchrun_failure_table(host: str, rank: int, exitcode: str, traceback: str, time: str) -> list[str]:
+    """One host's torchrun failure report as torch 2.x prints it (the lines the launch wrapper reads)."""
+    rule = "=" * 60
+    return ["Traceback (most recent call last):\n", '  File "/bin/torchrun", line 8, in <module>\n',
+            "torch.distributed.elastic.multiprocessing.errors.ChildFailedError: \n", rule + "\n",
+            "train.py FAILED\n", "-" * 60 + "\n", "Failures:\n", "  <NO_OTHER_FAILURES>\n", "-" * 60 + "\n",
+            "Root Cause (first observed failure):\n", "[0]:\n", f"  time      : {time}\n", f"  host      : {host}\n",
+            f"  rank      : {rank} (local_rank: 0)\n", f"  exitcode  : {exitcode}\n", "  error_file: <N/A>\n",
+            f"  traceback : {traceback}\n", rule + "\n"]
+
+
+def test_a_killed_rank_is_the_story_when_its_peers_fail_in_the_same_second():
+    """Host 1's ranks see the connection close and exit in the same second host 2's rank is SIGKILLed; host 1's
+    table comes first. The summary names the killed rank, not the first peer's error line."""
+    output = LaunchOutput()
+    peer_error = "error: rank 3: the process group failed after step 16 (Connection reset by peer)\n"
+    lines = [peer_error,
+             *torchrun_failure_table("node-1", 0, "4 (pid: 24672)", "To enable traceback see: https://x",
+                                     "2026-12-05_10:32:05"),
+             *torchrun_failure_table("node-2", 2, "-9 (pid: 24671)  (SIGKILL)", "Signal 9 (SIGKILL) received by PID 24671",
+                                     "2026-12-05_10:32:05")]
+    shown = [out for line in lines for out in output.feed(line)] + output.flush()
+    assert shown == [peer_error]
+    assert output.summary(1).endswith(
+        "(exit status 1): rank 2 (host node-2) failed first: Signal 9 (SIGKILL) received by PID 24671")
+
+
+def test_a_rank_that_failed_a_second_earlier_comes_before_a_later_signal():
+    output = LaunchOutput()
+    lines = [*torchrun_failure_table("node-2", 2, "-9 (pid: 7)  (SIGKILL)", "Signal 9 (SIGKILL) received by PID 7",
+                                     "2026-12-05_10:32:06"),
+             *torchrun_failure_table("node-1", 0, "1 (pid: 5)", "To enable traceback see: https://x",
+                                     "2026-12-05_10:32:05")]
+    for line in lines:
+        output.feed(line)
+    assert output.first_failure() == "rank 0 (host node-1) failed first: exit status 1"
