@@ -11,8 +11,10 @@ from setuptools import find_packages, setup
 
 install_requires = [
     "torch>=2.2",
-    "transformers==4.51.3",
-    "tokenizers>=0.21,<0.22",
+    # Two stacks, pinned by scripts/install.sh (TRANSFORMERS=4 or 5; README: Install): 4.51.3 is colossalai
+    # 0.5.0's pin and runs every plugin; transformers 5 knows the families released since.
+    "transformers>=4.51.3,<6",
+    "tokenizers>=0.21,<0.24",
     "datasets>=2.19",
     "pyarrow>=14",
     "zstandard",  # .jsonl.zst corpora
@@ -36,7 +38,7 @@ colossalai_runtime = [
     "ninja",
     "einops",
     "pydantic",
-    "peft>=0.7.1,<=0.13.2",
+    "peft>=0.7.1",  # <=0.13.2 with transformers 4.51.3, >=0.18 with 5 (scripts/install.sh pins it)
     "bitsandbytes>=0.39.0",
 ]
 

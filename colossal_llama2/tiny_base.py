@@ -47,23 +47,35 @@ def train_llama_like_sentencepiece(lines: Iterable[str], vocab_size: int = 600) 
     return model.getvalue()
 
 
+SPECIAL_PIECES = {0: "<unk>", 1: "<s>", 2: "</s>"}
+
+
+def _special(content: str, with_special_flag: bool) -> dict:
+    token = {"content": content, "lstrip": False, "normalized": False, "rstrip": False, "single_word": False}
+    return token | {"special": True} if with_special_flag else token
+
+
 def save_llama_tokenizer(sp_model_bytes: bytes, out_dir: str | os.PathLike) -> Path:
-    """Write ``tokenizer.model``, ``tokenizer_config.json``, ``special_tokens_map.json`` like LLaMA-2's."""
-    from transformers import LlamaTokenizer
+    """Write ``tokenizer.model``, ``tokenizer_config.json``, ``special_tokens_map.json`` like LLaMA-2's.
+
+    The two JSON files are written here, as LLaMA-2 ships them (non-legacy, bos added), rather than by a tokenizer
+    class's ``save_pretrained``: transformers 5 has no sentencepiece-backed LlamaTokenizer to save them."""
+    import json
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model_path = out_dir / "tokenizer.model"
-    model_path.write_bytes(sp_model_bytes)
-    tokenizer = LlamaTokenizer(
-        vocab_file=str(model_path),
-        legacy=False,
-        add_bos_token=True,
-        add_eos_token=False,
-        pad_token=None,
-        clean_up_tokenization_spaces=False,
-    )
-    tokenizer.save_pretrained(str(out_dir))
+    (out_dir / "tokenizer.model").write_bytes(sp_model_bytes)
+    config = {
+        "add_bos_token": True, "add_eos_token": False, "add_prefix_space": True,
+        "added_tokens_decoder": {str(i): _special(text, True) for i, text in SPECIAL_PIECES.items()},
+        "bos_token": "<s>", "clean_up_tokenization_spaces": False, "eos_token": "</s>", "extra_special_tokens": {},
+        "legacy": False, "model_max_length": 1000000000000000019884624838656, "pad_token": None,
+        "sp_model_kwargs": {}, "spaces_between_special_tokens": False, "tokenizer_class": "LlamaTokenizer",
+        "unk_token": "<unk>", "use_default_system_prompt": False,
+    }
+    special_map = {f"{name}_token": _special(SPECIAL_PIECES[i], False) for i, name in ((1, "bos"), (2, "eos"), (0, "unk"))}
+    for name, content in (("tokenizer_config.json", config), ("special_tokens_map.json", special_map)):
+        (out_dir / name).write_text(json.dumps(content, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return out_dir
 
 

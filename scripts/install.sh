@@ -6,6 +6,10 @@
 #   PYTHON=/path/to/python   use this interpreter's environment instead of a virtualenv
 #                            (GPU clusters: the python that already has your CUDA torch)
 #   TORCH_SPEC=torch==2.13.0 what to install when no torch is importable (the CPU wheel on these machines)
+#   TRANSFORMERS=4           which transformers stack (README: Install):
+#                              4  transformers 4.51.3, colossalai 0.5.0's pin: every plugin (3d included)
+#                              5  the newest transformers 5: model families released since April 2025
+#                            re-running with the other value switches the environment in place.
 #
 # torch is installed only when none is importable, and then pinned for every later pip call, so no
 # dependency can replace it. colossalai 0.5.0 pins torch<=2.5.1, which would pull GBs of CUDA wheels,
@@ -17,6 +21,15 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 COLOSSALAI_SPEC=${COLOSSALAI_SPEC:-colossalai==0.5.0}
+TRANSFORMERS=${TRANSFORMERS:-4}
+case "$TRANSFORMERS" in
+  # peft: what colossalai's booster imports; 0.13.2 is the last that imports under 4.51.3's pin set, and
+  # the first releases for transformers 5 are 0.18 and later.
+  4) stack=("transformers==4.51.3" "tokenizers>=0.21,<0.22" "huggingface_hub<1" "peft==0.13.2") ;;
+  5) stack=("transformers>=5,<6" "tokenizers>=0.22,<0.24" "huggingface_hub>=1,<3" "peft>=0.18") ;;
+  *) echo "[install] TRANSFORMERS=$TRANSFORMERS: pick 4 (transformers 4.51.3, every plugin) or 5 (transformers 5)" >&2
+     exit 2 ;;
+esac
 
 if [ -n "${PYTHON:-}" ]; then
   py=$PYTHON
@@ -30,7 +43,7 @@ fi
 
 stamp_dir=$("$py" -c 'import sys; print(sys.prefix)')
 stamp=$stamp_dir/.colossal_llama2-install-stamp
-want=$(cat setup.py pyproject.toml scripts/install.sh | sha256sum | cut -d' ' -f1)
+want=$( (cat setup.py pyproject.toml scripts/install.sh; echo "TRANSFORMERS=$TRANSFORMERS") | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] \
    && "$py" -c 'import torch, colossalai, transformers, datasets, colossal_llama2' >/dev/null 2>&1; then
   echo "[install] environment up to date ($("$py" -c 'import sys; print(sys.prefix)'))"
@@ -48,6 +61,8 @@ echo "[install] using torch $torch_version"
 constraints=$(mktemp)
 trap 'rm -f "$constraints"' EXIT
 echo "torch==$torch_version" > "$constraints"
+printf '%s\n' "${stack[@]}" >> "$constraints"
+echo "[install] transformers stack $TRANSFORMERS: ${stack[*]}"
 
 echo "[install] project, its dependencies and colossalai's runtime imports"
 pip_install -c "$constraints" -e ".[colossalai-runtime,dev,trackers]"

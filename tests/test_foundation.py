@@ -2,16 +2,17 @@
 import re
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaTokenizer, LlamaTokenizerFast
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaTokenizerFast
 
 from tests.helpers.distributed import REPO_ROOT, run_distributed
+from tests.helpers.slow import slow_tokenizer
 
 ENGLISH = "The river runs past the old mill, and 42 children swim in the pool below."
 CHINESE = "语言模型通过前面的词来预测下一个词。"
 
 
 def test_fixture_tokenizer_is_llama2_like(tiny_tokenizer_dir):
-    slow = LlamaTokenizer.from_pretrained(tiny_tokenizer_dir)
+    slow = slow_tokenizer(tiny_tokenizer_dir)
     fast = LlamaTokenizerFast.from_pretrained(tiny_tokenizer_dir)
     auto = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
     assert isinstance(auto, LlamaTokenizerFast)

@@ -14,6 +14,8 @@ from colossal_llama2.tokenizer import sp_surgery
 from colossal_llama2.tokenizer.init_tokenizer import extend_tokenizer
 from colossal_llama2.utils.errors import UserInputError
 from tests.helpers.distributed import run_script
+from colossal_llama2.utils.stack import transformers_5
+from tests.helpers.slow import slow_tokenizer
 
 SCRIPT = "colossal_llama2/tokenizer/init_tokenizer.py"
 MODULE = "colossal_llama2.tokenizer.init_tokenizer"
@@ -74,13 +76,13 @@ def extended(tmp_path_factory, tiny_tokenizer_dir, zh_pieces):
 
 @pytest.fixture(scope="module")
 def tokenizers(tiny_tokenizer_dir, extended):
-    from transformers import LlamaTokenizer, LlamaTokenizerFast
+    from transformers import AutoTokenizer
 
     target, _ = extended
-    return {"src_slow": LlamaTokenizer.from_pretrained(str(tiny_tokenizer_dir)),
-            "src_fast": LlamaTokenizerFast.from_pretrained(str(tiny_tokenizer_dir)),
-            "slow": LlamaTokenizer.from_pretrained(str(target)),
-            "fast": LlamaTokenizerFast.from_pretrained(str(target))}
+    return {"src_slow": slow_tokenizer(tiny_tokenizer_dir),
+            "src_fast": AutoTokenizer.from_pretrained(str(tiny_tokenizer_dir)),
+            "slow": slow_tokenizer(target),
+            "fast": AutoTokenizer.from_pretrained(str(target))}
 
 
 def test_old_pieces_and_settings_untouched(tiny_tokenizer_dir, extended, zh_pieces):
@@ -104,7 +106,7 @@ def test_old_pieces_and_settings_untouched(tiny_tokenizer_dir, extended, zh_piec
 
 
 def test_special_tokens_and_files(tiny_tokenizer_dir, extended, tokenizers):
-    from transformers import AutoTokenizer, LlamaTokenizerFast
+    from transformers import AutoTokenizer, LlamaTokenizerFast, PreTrainedTokenizerFast
 
     target, report = extended
     assert (target / "special_tokens_map.json").read_bytes() == (Path(tiny_tokenizer_dir) / "special_tokens_map.json").read_bytes()
@@ -115,10 +117,12 @@ def test_special_tokens_and_files(tiny_tokenizer_dir, extended, tokenizers):
     assert src_config.pop("add_prefix_space") is True and "add_prefix_space" not in config
     for token in src_config["added_tokens_decoder"].values():
         token["normalized"] = True
+    if transformers_5():  # its LlamaTokenizer would rebuild the pipeline without tokenizer.json's normalizer
+        src_config["tokenizer_class"] = "PreTrainedTokenizerFast"
     assert config == src_config
     assert (target / "tokenizer.json").is_file()
     auto = AutoTokenizer.from_pretrained(str(target))
-    assert isinstance(auto, LlamaTokenizerFast)
+    assert isinstance(auto, PreTrainedTokenizerFast if transformers_5() else LlamaTokenizerFast)
     for tok in (auto, tokenizers["slow"], tokenizers["fast"]):
         assert len(tok) == report.final_size
         assert (tok.unk_token_id, tok.bos_token_id, tok.eos_token_id) == (0, 1, 2)
@@ -246,7 +250,7 @@ def test_unigram_source(tmp_path, english_lines, chinese_lines):
     """A unigram source: new pieces appended just below the old minimum score are chosen by Viterbi."""
     import io
 
-    from transformers import LlamaTokenizer, LlamaTokenizerFast
+    from transformers import AutoTokenizer
 
     from colossal_llama2.tiny_base import save_llama_tokenizer
 
@@ -259,8 +263,8 @@ def test_unigram_source(tmp_path, english_lines, chinese_lines):
     pieces = write_pieces(tmp_path / "p.jsonl", chinese_pieces(chinese_lines))
     report = extend_tokenizer(src, tmp_path / "out", expand_tokens_file=str(pieces))
     assert report.unreachable == [] and report.added_support == 0
-    slow_src, slow = LlamaTokenizer.from_pretrained(str(src)), LlamaTokenizer.from_pretrained(str(tmp_path / "out"))
-    fast = LlamaTokenizerFast.from_pretrained(str(tmp_path / "out"))
+    slow_src, slow = slow_tokenizer(src), slow_tokenizer(tmp_path / "out")
+    fast = AutoTokenizer.from_pretrained(str(tmp_path / "out"))
     assert slow.tokenize(f"他说{IDIOM}了") == ["▁", "他", "说", IDIOM, "了"]
     for line in english_lines:
         assert slow.encode(line) == slow_src.encode(line)

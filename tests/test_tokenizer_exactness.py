@@ -21,6 +21,8 @@ from colossal_llama2.tokenizer import fast_file, sp_surgery
 from colossal_llama2.tokenizer.init_tokenizer import extend_tokenizer
 from colossal_llama2.utils.errors import UserInputError
 from tests.helpers.synthetic_text import SyntheticChinese
+from colossal_llama2.utils.stack import transformers_5
+from tests.helpers.slow import slow_tokenizer
 
 SOURCE_SIZE = 1200
 WHITESPACE_PIECES = ["▁" * n for n in (2, 3, 4, 8, 16)]
@@ -84,11 +86,11 @@ def extended(request, tmp_path_factory, english_lines, chinese_lines, corpus, pi
 
 @pytest.mark.parametrize("mode", ["learned", "list"])
 def test_fast_slow_and_sentencepiece_agree_on_every_line(extended, mode, test_lines):
-    from transformers import AutoTokenizer, LlamaTokenizer
+    from transformers import AutoTokenizer
 
     _, outputs = extended
     directory, _ = outputs[mode]
-    slow = LlamaTokenizer.from_pretrained(str(directory))
+    slow = slow_tokenizer(directory)
     fast = AutoTokenizer.from_pretrained(str(directory))
     assert fast.is_fast
     sp = spm.SentencePieceProcessor(model_file=str(directory / "tokenizer.model"))
@@ -206,3 +208,37 @@ def test_stale_tokenizer_json_is_refused(extended, tmp_path):
     (stale / fast_file.FAST_FILE).write_text(json.dumps({"model": {"vocab": {"a": 0}}}))
     with pytest.raises(UserInputError, match="tokenizer.json has 1 pieces"):
         hf_files.check_fast_file_matches(stale, report.final_size, "--target_tokenizer_path")
+
+
+@pytest.mark.skipif(transformers_5(), reason="transformers 5 has no slow LlamaTokenizer to convert")
+@pytest.mark.parametrize("mode", ["learned", "list"])
+def test_the_written_pipeline_is_transformers_4s_conversion(extended, mode):
+    """tokenizer.json is built from tokenizer.model by the project (transformers 5 cannot convert it exactly); under
+    transformers 4 it equals transformers' own LLaMA conversion before the leading-space fix."""
+    from transformers import LlamaTokenizer
+    from transformers.convert_slow_tokenizer import convert_slow_tokenizer
+
+    source, outputs = extended
+    directory, _ = outputs[mode]
+    config = json.loads((source / "tokenizer_config.json").read_text())
+    for tokenizer_dir in (source, directory):
+        spec, legacy = fast_file.converted_spec(tokenizer_dir, config)
+        expected = json.loads(convert_slow_tokenizer(LlamaTokenizer.from_pretrained(str(tokenizer_dir))).to_str())
+        assert legacy == (config.get("legacy") is not False)
+        assert spec == expected
+
+
+def test_the_sentencepiece_reference_is_the_slow_tokenizer(extended, test_lines):
+    """The reference transformers 5 tests compare against (tests/helpers/slow.py) equals transformers 4's slow
+    LlamaTokenizer, special tokens inside the text included."""
+    if transformers_5():
+        pytest.skip("transformers 5 has no slow LlamaTokenizer")
+    from transformers import LlamaTokenizer
+
+    from tests.helpers.slow import SentencePieceReference
+
+    source, outputs = extended
+    for directory in (source, outputs["list"][0]):
+        slow, reference = LlamaTokenizer.from_pretrained(str(directory)), SentencePieceReference(directory)
+        lines = test_lines[::5] + EDGE_TEXTS
+        assert [line for line in lines if reference.encode(line) != slow.encode(line)] == []

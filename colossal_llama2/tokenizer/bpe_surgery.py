@@ -197,10 +197,14 @@ def bytes_of(token: str) -> bytes:
 
 @functools.lru_cache(maxsize=None)
 def _byte_decoder() -> dict[str, int]:
-    """The ByteLevel alphabet (GPT-2's byte <-> printable character table), reversed."""
-    from transformers.models.gpt2.tokenization_gpt2 import bytes_to_unicode
+    """The ByteLevel alphabet (GPT-2's byte <-> printable character table), reversed.
 
-    return {char: byte for byte, char in bytes_to_unicode().items()}
+    The table (``tokenizers``' ByteLevel uses the same): printable Latin-1 bytes stand for themselves, the other 68
+    bytes for the code points from 256 on, in byte order. transformers moved its copy between releases."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    others = [b for b in range(256) if b not in printable]
+    table = {b: chr(b) for b in printable} | {b: chr(256 + n) for n, b in enumerate(others)}
+    return {char: byte for byte, char in table.items()}
 
 
 def is_whole_text(token: str) -> bool:

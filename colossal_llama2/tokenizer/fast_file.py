@@ -21,6 +21,8 @@ import json
 from pathlib import Path
 
 from ..utils.errors import UserInputError
+from ..utils.stack import transformers_5
+from .hf_files import SP_MODEL_FILE
 from ..utils.logging import get_logger
 
 logger = get_logger(__name__)
@@ -38,13 +40,56 @@ LEADING_SPACE_NORMALIZER = {
 LLAMA_CLASSES = ("LlamaTokenizer", "LlamaTokenizerFast", None)
 
 
-def load_slow(tokenizer_dir: Path):
-    from transformers import LlamaTokenizer
+LEGACY_NORMALIZER = {"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": SPACE_SYMBOL},
+                                                          {"type": "Replace", "pattern": {"String": " "},
+                                                           "content": SPACE_SYMBOL}]}
+NON_LEGACY_PRE_TOKENIZER = {"type": "Metaspace", "replacement": SPACE_SYMBOL, "prepend_scheme": "first",
+                            "split": False}
+DECODER = {"type": "Sequence", "decoders": [{"type": "Replace", "pattern": {"String": SPACE_SYMBOL}, "content": " "},
+                                            {"type": "ByteFallback"}, {"type": "Fuse"},
+                                            {"type": "Strip", "content": " ", "start": 1, "stop": 0}]}
 
-    try:
-        return LlamaTokenizer.from_pretrained(str(tokenizer_dir))
-    except Exception as err:  # transformers raises many kinds; all mean "not a usable sentencepiece dir"
-        raise UserInputError(f"cannot load it as a LlamaTokenizer: {err}", where=str(tokenizer_dir)) from None
+
+def converted_spec(tokenizer_dir: Path, config: dict) -> tuple[dict, bool]:
+    """``tokenizer.model`` as a tokenizers JSON spec, the way transformers 4's LLaMA converter writes it, and whether
+    it is legacy (sentencepiece LLaMA tokenizers without a "legacy" key are: transformers 4 says so and keeps it).
+
+    Built here from the sentencepiece model rather than by transformers: 5 has no slow tokenizer to convert, and its
+    own conversion ranks BPE merges by piece id instead of score, which splits runs of spaces unlike
+    sentencepiece. ``tests/test_tokenizer_exactness.py`` checks this equals transformers 4's conversion."""
+    from .sp_surgery import parse_model
+
+    proto = parse_model((tokenizer_dir / SP_MODEL_FILE).read_bytes(), where=str(tokenizer_dir / SP_MODEL_FILE))
+    legacy = config.get("legacy") is not False
+    scores = [(piece.piece, 0.0 if i < 3 else piece.score) for i, piece in enumerate(proto.pieces)]
+    if proto.trainer_spec.model_type == 1:  # unigram
+        model = {"type": "Unigram", "unk_id": 0, "vocab": [list(item) for item in scores], "byte_fallback": True}
+    else:
+        vocab = {piece: i for i, (piece, _) in enumerate(scores)}
+        model = {"type": "BPE", "dropout": None, "unk_token": proto.trainer_spec.unk_piece,
+                 "continuing_subword_prefix": None, "end_of_word_suffix": None, "fuse_unk": True,
+                 "byte_fallback": True, "ignore_merges": False, "vocab": vocab, "merges": _merges_by_score(vocab, scores)}
+    # control pieces (<s>, </s>) and user-defined ones are added tokens; only the control ones are special
+    added = [{"id": i, "content": piece.piece, "single_word": False, "lstrip": False, "rstrip": False,
+              "normalized": False, "special": piece.type == 3}
+             for i, piece in enumerate(proto.pieces) if piece.type in (3, 4)]
+    spec = {"version": "1.0", "truncation": None, "padding": None, "added_tokens": added,
+            "normalizer": LEGACY_NORMALIZER if legacy else None,
+            "pre_tokenizer": None if legacy else NON_LEGACY_PRE_TOKENIZER,
+            "post_processor": None, "decoder": DECODER, "model": model}
+    return json.loads(json.dumps(spec)), legacy  # nothing shared with the constants above
+
+
+def _merges_by_score(vocab: dict[str, int], scores: list[tuple[str, float]]) -> list[list[str]]:
+    """Every split of every piece into two pieces, highest merged score first; ties: shorter left, then right side,
+    then the pieces' ids (sentencepiece's BPE applies the best-scored merge first)."""
+    merges = []
+    for merged, score in scores:
+        local = [(merged[:k], merged[k:], score) for k in range(1, len(merged))
+                 if merged[:k] in vocab and merged[k:] in vocab]
+        merges.extend(sorted(local, key=lambda m: (vocab[m[0]], vocab[m[1]])))
+    merges.sort(key=lambda m: (m[2], len(m[0]), len(m[1])), reverse=True)  # stable: ties keep the order above
+    return [[left, right] for left, right, _ in merges]
 
 
 def fast_files(tokenizer_dir: Path) -> dict[str, bytes] | None:
@@ -52,8 +97,6 @@ def fast_files(tokenizer_dir: Path) -> dict[str, bytes] | None:
 
     None when the directory's ``tokenizer_class`` is not LLaMA's (transformers then converts as it does).
     """
-    from transformers.convert_slow_tokenizer import convert_slow_tokenizer
-
     config_path = tokenizer_dir / "tokenizer_config.json"
     config = json.loads(config_path.read_text(encoding="utf-8"))
     if config.get("tokenizer_class") not in LLAMA_CLASSES:
@@ -66,10 +109,11 @@ def fast_files(tokenizer_dir: Path) -> dict[str, bytes] | None:
         return None
     # LlamaTokenizerFast ignores tokenizer.json whenever add_prefix_space is set; True is the default anyway.
     config.pop("add_prefix_space", None)
-    slow = load_slow(tokenizer_dir)
-    spec = json.loads(convert_slow_tokenizer(slow).to_str())
-    if not slow.legacy:
+    spec, legacy = converted_spec(tokenizer_dir, config)
+    if not legacy:
         _make_leading_space_exact(spec, config)
+    if transformers_5():
+        _load_as_written(spec, config)
     return {FAST_FILE: json.dumps(spec, ensure_ascii=False, indent=2).encode("utf-8"),
             "tokenizer_config.json": (json.dumps(config, ensure_ascii=False, indent=2) + "\n").encode("utf-8")}
 
@@ -88,6 +132,30 @@ def _make_leading_space_exact(spec: dict, config: dict) -> None:
     # transformers re-adds the tokens of tokenizer_config.json whose flags differ from tokenizer.json's.
     for token in (config.get("added_tokens_decoder") or {}).values():
         token["normalized"] = True
+
+
+def _load_as_written(spec: dict, config: dict) -> None:
+    """transformers 5's LlamaTokenizer rebuilds its pipeline from the vocabulary and merges alone, dropping the
+    normalizer above; ``PreTrainedTokenizerFast`` (its generic class, in 4 too) loads tokenizer.json as written. bos
+    and eos then come from a post-processor in the file, as in LLaMA-2's own tokenizer.json."""
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    vocab = spec["model"]["vocab"]
+    ids = (vocab if isinstance(vocab, dict) else {piece: i for i, (piece, _) in enumerate(vocab)}) | \
+        {token["content"]: token["id"] for token in spec["added_tokens"]}
+    bos, eos = (_token_text(config.get(name)) for name in ("bos_token", "eos_token"))
+    single = ([{"SpecialToken": {"id": bos, "type_id": 0}}] if config.get("add_bos_token", True) else []) + \
+        [{"Sequence": {"id": "A", "type_id": 0}}] + \
+        ([{"SpecialToken": {"id": eos, "type_id": 0}}] if config.get("add_eos_token", False) else [])
+    pair = single + [{**item, **({"Sequence": {"id": "B", "type_id": 1}} if "Sequence" in item else {})}
+                     for item in single]
+    used = [item["SpecialToken"]["id"] for item in single if "SpecialToken" in item]
+    spec["post_processor"] = {"type": "TemplateProcessing", "single": single, "pair": pair,
+                              "special_tokens": {name: {"id": name, "ids": [ids[name]], "tokens": [name]}
+                                                 for name in used}}
+
+
+def _token_text(token) -> str | None:
+    return token.get("content") if isinstance(token, dict) else token
 
 
 def unreachable_pieces(tokenizer_dir: Path, pieces: list[str]) -> list[str]:

@@ -7,16 +7,16 @@ from pathlib import Path
 from ..utils.errors import UserInputError
 
 SP_MODEL_FILE = "tokenizer.model"
-REQUIRED_FILES = (SP_MODEL_FILE, "tokenizer_config.json", "special_tokens_map.json")
-# Copied when present.
-OPTIONAL_FILES = ("chat_template.jinja", "chat_template.json")
+REQUIRED_FILES = (SP_MODEL_FILE, "tokenizer_config.json")
+# Copied when present. transformers 5 writes no special_tokens_map.json (tokenizer_config.json names the tokens).
+OPTIONAL_FILES = ("special_tokens_map.json", "chat_template.jinja", "chat_template.json")
 # Written by init_tokenizer for the extended vocabulary; a source's own is never copied (it encodes the *old*
 # vocabulary and would shadow the new one), an extended tokenizer's travels on to the model dir.
 FAST_FILE = "tokenizer.json"
 # A BPE base given as its tokenizer.json (byte-level: LLaMA-3, Qwen2/3, Mistral-Nemo; sentencepiece-style: LLaMA-2
 # or Mistral converted, Gemma); these travel beside it.
 BYTE_LEVEL_REQUIRED = (FAST_FILE, "tokenizer_config.json")
-BYTE_LEVEL_OPTIONAL = ("special_tokens_map.json", "added_tokens.json") + OPTIONAL_FILES
+BYTE_LEVEL_OPTIONAL = ("added_tokens.json",) + OPTIONAL_FILES
 SLOW_BPE_FILES = ("vocab.json", "merges.txt")  # rewritten for the extended vocabulary when the base has them
 
 SENTENCEPIECE = "sentencepiece"

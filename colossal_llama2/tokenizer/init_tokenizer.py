@@ -213,8 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--source_tokenizer_dir", required=True,
-                        help="base tokenizer (or model) dir: tokenizer.model + tokenizer_config.json + "
-                             "special_tokens_map.json (sentencepiece), or tokenizer.json + tokenizer_config.json "
+                        help="base tokenizer (or model) dir: tokenizer.model + tokenizer_config.json "
+                             "(sentencepiece), or tokenizer.json + tokenizer_config.json "
                              "(BPE: byte-level as LLaMA-3, Qwen2/3, Mistral-Nemo; or sentencepiece-style with byte "
                              "fallback, as LLaMA-2's tokenizer.json)")
     parser.add_argument("--target_tokenizer_dir", required=True, help="where to write the extended tokenizer")
