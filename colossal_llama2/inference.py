@@ -80,7 +80,8 @@ def generate_continuation(model, tokenizer, prompt: str, chat: bool = False, sys
     if chat:
         require_chat_template(tokenizer)
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-        input_ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt")
+        input_ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                                  return_dict=False)
     else:
         input_ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
     input_ids = input_ids.to(model.device)
@@ -94,7 +95,8 @@ def stream_reply(model, tokenizer, messages: list[dict], write: Callable[[str], 
     import torch
     from transformers import TextIteratorStreamer
 
-    prompt_ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt")
+    prompt_ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
+                                               return_dict=False)
     prompt_ids = prompt_ids.to(model.device)
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
 

@@ -77,10 +77,10 @@ def test_stream_chat_uses_the_chat_template_and_keeps_history(tiny_model_dir, tm
     config_path.write_text(json.dumps(config))
     tok = AutoTokenizer.from_pretrained(model_dir)
     first = [{"role": "user", "content": "hello there"}]
-    ids1 = tok.apply_chat_template(first, add_generation_prompt=True, return_tensors="pt")
+    ids1 = tok.apply_chat_template(first, add_generation_prompt=True, return_tensors="pt", return_dict=False)
     reply1 = tok.decode(greedy(model_dir, ids1, 6), skip_special_tokens=True)
     second = first + [{"role": "assistant", "content": reply1}, {"role": "user", "content": "and again"}]
-    ids2 = tok.apply_chat_template(second, add_generation_prompt=True, return_tensors="pt")
+    ids2 = tok.apply_chat_template(second, add_generation_prompt=True, return_tensors="pt", return_dict=False)
     reply2 = tok.decode(greedy(model_dir, ids2, 6), skip_special_tokens=True)
 
     proc = run_script(["stream_chat_example.py", "--model_path", model_dir, "--device", "cpu", "--max_new_tokens", "6",

@@ -149,7 +149,8 @@ def test_bf16_kept_sharded_and_into_tokenizer_dir(tmp_path, tiny_tokenizer_dir, 
     assert all(t.dtype == torch.bfloat16 for t in new_w.values())
     for name in ("model.embed_tokens.weight", "lm_head.weight"):
         assert torch.equal(new_w[name][:N_SRC], src_w[name])
-    assert json.loads((out / "config.json").read_text())["torch_dtype"] == "bfloat16"
+    config = json.loads((out / "config.json").read_text())
+    assert config.get("dtype", config.get("torch_dtype")) == "bfloat16"  # transformers 5 calls it dtype
     assert (out / "tokenizer.model").read_bytes() == (target_tok / "tokenizer.model").read_bytes()
 
 

@@ -76,7 +76,7 @@ def expected_sample(tokenizer, rec, max_length=MAX_LEN):
     start = 1 if msgs[0]["role"] == "system" else 0
     best = None
     for end in range(start + 2, len(msgs) + 1, 2):
-        ids = tokenizer.apply_chat_template(msgs[:end], chat_template=CHAT_TEMPLATE)
+        ids = tokenizer.apply_chat_template(msgs[:end], chat_template=CHAT_TEMPLATE, return_dict=False)
         if len(ids) <= max_length:
             best = (ids, msgs[:end])
     return best
@@ -105,7 +105,7 @@ def test_samples_equal_apply_chat_template_and_labels_are_assistant_turns(prepar
         # The prompt before the first answer is exactly the generation prompt of the first human turn.
         first_user = next(i for i, m in enumerate(msgs) if m["role"] == "user")
         prompt = tokenizer.apply_chat_template(msgs[:first_user + 1], chat_template=CHAT_TEMPLATE,
-                                               add_generation_prompt=True)
+                                               add_generation_prompt=True, return_dict=False)
         assert row["input_ids"][:len(prompt)] == prompt
         assert all(lab == IGNORE_INDEX for lab in row["labels"][:len(prompt)])
         assert row["labels"][len(prompt)] != IGNORE_INDEX
@@ -119,8 +119,8 @@ def test_whole_turn_truncation_and_drops(tmp_path, tiny_tokenizer_dir, tokenizer
                           {"from": "human", "content": "Three?"}, {"from": "assistant", "content": long_answer}]}
     too_long = {"messages": [{"from": "human", "content": long_answer}, {"from": "assistant", "content": "x"}]}
     write_jsonl(tmp_path / "in" / "c.jsonl", [short, three, too_long])
-    two_turns = tokenizer.apply_chat_template(hf_messages(three)[:4], chat_template=CHAT_TEMPLATE)
-    full = tokenizer.apply_chat_template(hf_messages(three), chat_template=CHAT_TEMPLATE)
+    two_turns = tokenizer.apply_chat_template(hf_messages(three)[:4], chat_template=CHAT_TEMPLATE, return_dict=False)
+    full = tokenizer.apply_chat_template(hf_messages(three), chat_template=CHAT_TEMPLATE, return_dict=False)
     max_len = len(two_turns) + 5
     assert len(full) > max_len
     summary = prepare(options(tmp_path, tiny_tokenizer_dir, tmp_path / "in", max_length=max_len,
@@ -129,7 +129,8 @@ def test_whole_turn_truncation_and_drops(tmp_path, tiny_tokenizer_dir, tokenizer
 
     rows = load_from_disk(str(tmp_path / "arrow" / part_name(0)))
     assert sorted(map(tuple, rows["input_ids"])) == sorted(
-        [tuple(tokenizer.apply_chat_template(hf_messages(short), chat_template=CHAT_TEMPLATE)), tuple(two_turns)])
+        [tuple(tokenizer.apply_chat_template(hf_messages(short), chat_template=CHAT_TEMPLATE, return_dict=False)),
+         tuple(two_turns)])
     d = summary["dropped"]
     assert d["turns_truncated"]["count"] == 1 and d["turns_truncated"]["tokens"] == len(full) - len(two_turns)
     assert d["first_turn_too_long"]["count"] == 1
@@ -151,7 +152,7 @@ def test_chat_template_next_to_dataset_and_installed(prepared, tiny_tokenizer_di
     installed = AutoTokenizer.from_pretrained(str(tok_dir))  # no template argument: it comes from the dir
     ids = {tuple(r["input_ids"]) for r in rows}
     rec = next(c for c in convs if c["messages"][0]["from"] == "system")
-    assert tuple(installed.apply_chat_template(hf_messages(rec))) in ids
+    assert tuple(installed.apply_chat_template(hf_messages(rec), return_dict=False)) in ids
     assert set(rows[0]) == {"input_ids", "labels", "category", "seq_lengths"}
     assert {p["name"] for p in summary["parts"]} == {part_name(0), part_name(1)}
     assert all(set(p["categories"]) == {"default", "odd"} and min(p["categories"].values()) > 0

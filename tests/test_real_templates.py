@@ -114,7 +114,7 @@ def test_model_template_is_the_default_and_labels_are_the_answers(prepared):
     assert meta["end_of_turn_tokens"] == [end_token]
     by_ids = {}
     for record in RECORDS:
-        ids = tokenizer.apply_chat_template(template_messages(record["messages"]), tokenize=True)
+        ids = tokenizer.apply_chat_template(template_messages(record["messages"]), tokenize=True, return_dict=False)
         by_ids[tuple(ids)] = record
     seen = 0
     for i in range(summary["num_parts"]):
@@ -197,7 +197,7 @@ def test_every_stage_keeps_the_template_and_generation_stops_at_its_end_of_turn(
 
     model = AutoModelForCausalLM.from_pretrained(final / "modeling")
     prompt = tokenizer.apply_chat_template([{"role": "user", "content": "Name a river."}], add_generation_prompt=True,
-                                           return_tensors="pt")
+                                           return_tensors="pt", return_dict=False)
 
     class EndOfTurnThird(LogitsProcessor):  # the model "answers" two tokens, then ends its turn
         def __call__(self, input_ids, scores):

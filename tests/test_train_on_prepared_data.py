@@ -51,6 +51,7 @@ def test_sft_training_on_prepared_data_keeps_chat_template(tmp_path, tiny_model_
     first = json.loads((in_dir / "chat.jsonl").read_text(encoding="utf-8").splitlines()[0])
     role = {"system": "system", "human": "user", "assistant": "assistant"}
     rendered = tokenizer.apply_chat_template([{"role": role[m["from"]], "content": m["content"]}
-                                              for m in first["messages"]], tokenize=True)
+                                              for m in first["messages"]], tokenize=True,
+                                             return_dict=False)
     all_samples = [row["input_ids"] for part in parts for row in load_from_disk(str(part))]
     assert rendered in all_samples

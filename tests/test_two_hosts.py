@@ -195,7 +195,7 @@ def test_two_hosts_train_save_and_resume_exactly_then_on_one_host(tmp_path, host
         tiny_model_dir, data, tmp_path / "resumed", **{"--load_checkpoint": tmp_path / "full/ckpt/epoch-0_step-3"}))
     assert resumed.wait() == 0, resumed.output()[-3000:]
     want, got = full.metrics(), resumed.metrics()
-    assert sorted(got) == [4, 5, 6] and all(got[s]["loss"] == want[s]["loss"] for s in got)
+    assert sorted(got) == [4, 5, 6] and all(got[s]["loss"] == want[s]["loss"] for s in got), [(want[s]["loss"], got[s]["loss"]) for s in got]
     one_host = tmp_path / "one_host"
     one_host.mkdir()
     (one_host / "hostfile").write_text("localhost\n")

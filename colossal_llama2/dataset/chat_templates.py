@@ -204,7 +204,7 @@ def check_rendering(tokenizer, template: str, encode) -> None:
         messages = conversation.to_chat_messages(system, pairs)
         try:
             doc = renderer.turns(messages)
-            theirs = tokenizer.apply_chat_template(messages, chat_template=template, tokenize=True)
+            theirs = tokenizer.apply_chat_template(messages, chat_template=template, tokenize=True, return_dict=False)
         except BadRecord as err:
             raise UserInputError(str(err), where="--chat_template") from None
         except Exception as err:

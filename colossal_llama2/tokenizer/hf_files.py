@@ -111,3 +111,15 @@ def check_fast_file_matches(path: Path, sp_size: int, flag: str) -> None:
     if len(vocab) != sp_size:
         raise UserInputError(f"{fast} has {len(vocab)} pieces but tokenizer.model {sp_size}: it belongs to another "
                              f"vocabulary (delete it; transformers then converts tokenizer.model)", where=flag)
+
+
+def save_tokenizer(tokenizer, out_dir: Path) -> None:
+    """``tokenizer.save_pretrained`` plus its source's ``tokenizer.model``: transformers 5 writes tokenizer.json and
+    tokenizer_config.json only, and a sentencepiece model dir without its model file cannot be extended again
+    (nor converted by tools that read sentencepiece)."""
+    import shutil
+
+    tokenizer.save_pretrained(str(out_dir))
+    source = Path(tokenizer.name_or_path or "") / SP_MODEL_FILE
+    if source.is_file() and not (Path(out_dir) / SP_MODEL_FILE).exists():
+        shutil.copy2(source, Path(out_dir) / SP_MODEL_FILE)

@@ -26,8 +26,10 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from ...tokenizer.hf_files import save_tokenizer
 from ...utils.errors import UserInputError
 from ...utils.logging import get_logger
+from ...utils.stack import transformers_5
 from .optimizer_states import (has_rank_states, load_master_weights, load_rank_states, save_master_weights,
                                save_rank_states, torchao_optimizer)
 from .tied_weights import check_still_tied, saving_tied_once, tied_names
@@ -98,6 +100,17 @@ def list_checkpoints(save_dir: str | os.PathLike) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def save_model_config(model, directory: Path) -> None:
+    """config.json (dtype and architecture of the weights as saved) and generation_config.json. colossalai writes
+    them only when it can import transformers 4's helpers; under transformers 5 it silently writes neither."""
+    dtype = next(model.parameters(), torch.empty(0)).dtype
+    model.config.architectures = [type(model).__name__]
+    setattr(model.config, "dtype" if transformers_5() else "torch_dtype", str(dtype).removeprefix("torch."))
+    model.config.save_pretrained(str(directory))
+    if model.can_generate():
+        model.generation_config.save_pretrained(str(directory))
+
+
 def save_checkpoint(booster, model, optimizer, lr_scheduler, *, save_dir: str | os.PathLike, epoch: int,
                     global_step: int, running_states: dict, tokenizer, keep_last: int = 0,
                     write_card=None) -> Path:
@@ -137,7 +150,8 @@ def save_checkpoint(booster, model, optimizer, lr_scheduler, *, save_dir: str | 
     else:
         rng_states[0] = capture_rng_state()
     if _rank() == 0:
-        tokenizer.save_pretrained(str(tmp / "modeling"))
+        save_model_config(model.unwrap(), tmp / "modeling")
+        save_tokenizer(tokenizer, tmp / "modeling")
         if write_card is not None:
             write_card(tmp / "modeling")
         states = {**running_states, "epoch": epoch, "global_step": global_step, "rng_states": rng_states}

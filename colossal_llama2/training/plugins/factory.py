@@ -56,7 +56,12 @@ def make_plugin(plugin: str, *, precision: str, max_norm: float, tp: int, zero: 
     if plugin == "ddp":
         # Gradients live in DDP's buckets instead of being copied into them; the only buffer (rotary's
         # inv_freq) is identical on every rank, so broadcasting it before every forward is wasted work.
-        return TorchDDPPlugin(gradient_as_bucket_view=True, broadcast_buffers=False)
+        # find_unused_parameters keeps the buckets DDP starts with: otherwise it rebuilds them after a run's first
+        # step in the order gradients became ready, so a resumed run's first step sums the ranks' gradients in
+        # another order than the uninterrupted run did (with more than two ranks the sums then differ in the last
+        # bit; seen under transformers 5, whose gradients become ready out of registration order). The price is
+        # one walk over the autograd graph per step.
+        return TorchDDPPlugin(gradient_as_bucket_view=True, broadcast_buffers=False, find_unused_parameters=True)
     if plugin in ("gemini", "gemini_auto"):
         return GeminiPlugin(placement_policy="auto" if plugin == "gemini_auto" else "static", precision=precision,
                             initial_scale=2**16, max_norm=max_norm,
