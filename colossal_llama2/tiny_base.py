@@ -216,35 +216,52 @@ def build_byte_level_tokenizer(corpus_files: Iterable[str | os.PathLike], out_di
     return out_dir
 
 
+# The tiny model of each family: the settings that make it that family (model_type, then what differs from the
+# defaults at this size). Families transformers 4.51 does not know (smollm3, olmo3) need the transformers 5 stack.
+TINY_FAMILIES = {
+    # GQA 4:1, LLaMA-3.1's rope scaling, untied
+    "llama3": ("llama", dict(num_key_value_heads=2, rope_theta=500000.0, tie_word_embeddings=False,
+                             rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                           "high_freq_factor": 4.0, "original_max_position_embeddings": 256})),
+    "qwen2": ("qwen2", dict(num_key_value_heads=2, rope_theta=1000000.0, tie_word_embeddings=True,
+                            use_sliding_window=False, sliding_window=None)),  # qkv bias, tied
+    "qwen3": ("qwen3", dict(num_key_value_heads=2, head_dim=16, rope_theta=1000000.0, tie_word_embeddings=True,
+                            use_sliding_window=False, sliding_window=None)),  # per-head q/k norms, tied
+    "mistral": ("mistral", dict(num_key_value_heads=4, sliding_window=None, tie_word_embeddings=False)),
+    # 1 + weight norms, norms around attention and MLP, local/global layers, tied, scaled embeddings
+    "gemma3": ("gemma3_text", dict(num_key_value_heads=2, head_dim=16, sliding_window=16, tie_word_embeddings=True,
+                                   query_pre_attn_scalar=16)),
+    # every 4th layer without rope (NoPE), tied
+    "smollm3": ("smollm3", dict(num_key_value_heads=2, tie_word_embeddings=True)),
+    # post-norm (norms after attention and MLP), q/k norms over all heads, sliding-window layers, untied
+    "olmo3": ("olmo3", dict(num_key_value_heads=8, sliding_window=16, tie_word_embeddings=False)),
+}
+
+
+def family_known(family: str) -> bool:
+    """Whether the installed transformers has ``family``'s model type."""
+    from transformers import CONFIG_MAPPING
+
+    return TINY_FAMILIES[family][0] in CONFIG_MAPPING
+
+
 def build_tiny_family_model(family: str, tokenizer_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
                             hidden_size: int = 64, num_hidden_layers: int = 2, seed: int = 0) -> Path:
-    """A random tiny model of ``family`` (llama3: GQA 4:1, rope scaling; qwen2: qkv bias, tied; qwen3: per-head
-    q/k norms, tied; mistral: GQA, no sliding window, as Mistral-Nemo) sized to the tokenizer, saved with its
-    tokenizer files."""
+    """A random tiny model of ``family`` (see ``TINY_FAMILIES``) sized to the tokenizer, saved with its tokenizer
+    files."""
     import shutil
 
     import torch
-    from transformers import AutoTokenizer, LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    common = dict(vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=3 * hidden_size,
-                  num_hidden_layers=num_hidden_layers, num_attention_heads=8, max_position_embeddings=1024,
-                  bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, torch_dtype="float32")
-    if family == "llama3":
-        config = LlamaConfig(**common, num_key_value_heads=2, rope_theta=500000.0, tie_word_embeddings=False,
-                             rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-                                           "high_freq_factor": 4.0, "original_max_position_embeddings": 256})
-    elif family == "qwen2":
-        config = Qwen2Config(**common, num_key_value_heads=2, rope_theta=1000000.0, tie_word_embeddings=True,
-                             use_sliding_window=False, sliding_window=None)
-    elif family == "qwen3":
-        config = Qwen3Config(**common, num_key_value_heads=2, head_dim=16, rope_theta=1000000.0,
-                             tie_word_embeddings=True, use_sliding_window=False, sliding_window=None)
-    elif family == "mistral":
-        config = MistralConfig(**common, num_key_value_heads=4, sliding_window=None, tie_word_embeddings=False)
-    else:
+    if family not in TINY_FAMILIES:
         raise ValueError(f"unknown family {family!r}")
+    model_type, settings = TINY_FAMILIES[family]
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    config = AutoConfig.for_model(
+        model_type, vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=3 * hidden_size,
+        num_hidden_layers=num_hidden_layers, num_attention_heads=8, max_position_embeddings=1024,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, torch_dtype="float32", **settings)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)
     out_dir = Path(out_dir)
