@@ -69,8 +69,9 @@ def model_config(shape: str, seq_len: int, **extra):
     model_type = spec.pop("model_type", "llama")
     if model_type == "qwen2":
         spec.update(use_sliding_window=False, sliding_window=None)
-    return AutoConfig.for_model(model_type, **spec, max_position_embeddings=max(4096, seq_len), rms_norm_eps=1e-5,
-                                tie_word_embeddings=False, torch_dtype="bfloat16", **extra)
+    settings = dict(max_position_embeddings=max(4096, seq_len), rms_norm_eps=1e-5, tie_word_embeddings=False,
+                    torch_dtype="bfloat16")
+    return AutoConfig.for_model(model_type, **spec, **(settings | extra))
 
 
 def matmul_ceiling_tflops(n: int = 8192, iters: int = 30) -> float | None:

@@ -261,7 +261,8 @@ def build_tiny_family_model(family: str, tokenizer_dir: str | os.PathLike, out_d
     config = AutoConfig.for_model(
         model_type, vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=3 * hidden_size,
         num_hidden_layers=num_hidden_layers, num_attention_heads=8, max_position_embeddings=1024,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, torch_dtype="float32", **settings)
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, torch_dtype="float32",
+        pad_token_id=None, **settings)  # a family's default pad id (Gemma's 0, SmolLM3's 128004) is not ours
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)
     out_dir = Path(out_dir)

@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import pytest
 
-from benchmarks.train_benchmark import SHAPES
+from benchmarks.train_benchmark import SHAPES, model_config
 from colossal_llama2.training.plugins.choice import ModelShape, choose_plugin, estimate_peak_bytes
 from tests.helpers.distributed import REPO_ROOT, run_distributed
 
@@ -14,8 +13,7 @@ GIB = 2**30
 
 
 def shape(name: str) -> ModelShape:
-    spec = {"model_type": "llama", **SHAPES[name]}
-    return ModelShape.of(SimpleNamespace(**spec, tie_word_embeddings=False))
+    return ModelShape.of(model_config(name, 4096))
 
 
 # (shape, plugin, GPUs, micro-batch, gradient checkpointing, measured peak GiB at seq 4096) with train.py's
@@ -55,7 +53,7 @@ def test_gemini_warns_where_zero2_fits():
 
 def test_shape_counts_parameters_like_the_model():
     assert shape("7b").params == 7_042_371_584
-    tied = ModelShape.of(SimpleNamespace(**SHAPES["1b"], tie_word_embeddings=True))
+    tied = ModelShape.of(model_config("1b", 4096, tie_word_embeddings=True))
     assert shape("1b").params - tied.params == SHAPES["1b"]["vocab_size"] * SHAPES["1b"]["hidden_size"]
 
 
