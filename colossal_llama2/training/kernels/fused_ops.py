@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from ...utils.logging import get_logger
+from ...utils.stack import stack_name, transformers_5
 
 logger = get_logger(__name__)
 
@@ -151,7 +152,18 @@ def resolve_fusion(fused_ops: str, fused_loss: str, plugin: str, cuda: bool, mod
             raise UserInputError(f"{fused_ops}: {why}", where="--fused_ops")
         logger.warning("RMSNorm/rotary/SwiGLU kernels off: %s; its own modules run", why)
         fused_ops = "off"
+    family = family_of(model_type)
+    if family is not None and fused_ops != "off" and not family_norm_matches(family):
+        why = f"{family.name}'s {family.rms_norm_class} in {stack_name()} no longer computes LLaMA's RMSNorm"
+        if fused_ops != "auto":
+            raise UserInputError(f"{fused_ops}: {why}", where="--fused_ops")
+        logger.warning("RMSNorm/rotary/SwiGLU kernels off: %s; its own modules run", why)
+        fused_ops = "off"
     auto_liger = can_liger and plugin in LIGER_PLUGINS
+    if auto_liger and fused_ops == "auto" and transformers_5():
+        logger.warning("--fused_ops auto: liger-kernel's patches of %s's modules are not yet verified on a GPU under "
+                       "%s; the fused RMSNorm runs instead (--fused_ops liger forces them)", family.name, stack_name())
+        auto_liger = False
     liger = fused_ops == "liger" or (fused_ops == "auto" and auto_liger)
     norm = liger or fused_ops == "on" or (fused_ops == "auto" and cuda and plugin in FUSABLE_PLUGINS
                                           and native_rms_norm_available())
@@ -162,6 +174,22 @@ def resolve_fusion(fused_ops: str, fused_loss: str, plugin: str, cuda: bool, mod
         logger.warning("the fused loss runs eagerly: %s", why)
     return Fusion(norm=norm, loss=loss, compile_loss=loss and not linear_loss and cuda and can_compile,
                   liger=liger, linear_loss=linear_loss)
+
+
+@functools.lru_cache(maxsize=None)
+def family_norm_matches(family) -> bool:
+    """Whether the family's RMSNorm class, as the installed transformers defines it, computes ``rms_norm`` above
+    (fp32 and bf16 input, on CPU): the fused RMSNorm replaces its forward, so a changed class must not be patched."""
+    norm_type = family.rms_norm_type()
+    generator = torch.Generator().manual_seed(0)
+    for dtype in (torch.float32, torch.bfloat16):
+        norm = norm_type(16, eps=1e-6).to(dtype)
+        x = torch.randn(3, 16, generator=generator).to(dtype)
+        with torch.no_grad():
+            norm.weight.copy_(torch.randn(16, generator=generator))
+            if not torch.equal(norm(x), rms_norm(x, norm.weight, 1e-6)):
+                return False
+    return True
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -1,12 +1,14 @@
 """Booster plugin factory: maps --plugin to a Colossal-AI plugin, and refuses combinations that cannot work."""
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
 from ...utils.errors import UserInputError
+from ...utils.stack import stack_name
 
 GPU_PLUGINS = ("gemini", "gemini_auto", "zero2", "zero2_cpu", "3d")
 # Plugins whose models can be built lazily (LazyInitContext) and materialised already sharded.
@@ -30,9 +32,23 @@ def check_plugin_args(plugin: str, *, cuda: bool, world_size: int, tp: int, num_
         # parameter (`_unpad_detach`); a checkpoint padded up front by init_model avoids both.
         raise UserInputError(f"--tp {tp} does not divide the model's vocabulary of {vocab_size} rows; grow the "
                              f"model with `init_model.py --pad_to_multiple_of {tp * 32}` first", where="--tp")
+    if plugin == "3d" and not shardformer_imports():
+        raise UserInputError(f"the 3d plugin needs colossalai's shardformer, which does not import under "
+                             f"{stack_name()}; tensor parallelism needs the transformers 4 stack "
+                             f"(make install TRANSFORMERS=4)", where="--plugin")
     if plugin in GPU_PLUGINS and not cuda:
         raise UserInputError(f"plugin {plugin!r} needs CUDA GPUs and none is available; use --plugin ddp on CPU",
                              where="--plugin")
+
+
+def shardformer_imports() -> bool:
+    """colossalai 0.5.0's shardformer policies import transformers 4 internals (StaticCache from modeling_llama,
+    among others) that transformers 5 removed."""
+    try:
+        importlib.import_module("colossalai.shardformer.policies.llama")
+    except ImportError:
+        return False
+    return True
 
 
 def precision_for(plugin: str, mixed_precision: str | None, cuda: bool, bf16_supported: bool | None = None) -> str:
