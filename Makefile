@@ -1,6 +1,8 @@
 # The README's commands. `make demo` runs the whole pipeline on the bundled data; `make test` runs the tests.
 VENV ?= .venv
 PYTHON ?=
+# The transformers stack (README: Installing): 4 (4.51.3, every plugin) or 5; empty keeps the installed one.
+TRANSFORMERS ?=
 PY := $(if $(PYTHON),$(PYTHON),$(VENV)/bin/python)
 DEMO_DIR ?= demo_output
 PYTEST_ARGS ?=
@@ -11,7 +13,7 @@ TEST_WORKERS ?= 2
 .PHONY: install demo test test-gpu clean
 
 install:
-	@VENV=$(VENV) PYTHON=$(PYTHON) bash scripts/install.sh
+	@VENV=$(VENV) PYTHON=$(PYTHON) TRANSFORMERS=$(TRANSFORMERS) bash scripts/install.sh
 
 demo: install
 	$(PY) -m colossal_llama2.demo --output_dir $(DEMO_DIR)

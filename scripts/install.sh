@@ -6,10 +6,11 @@
 #   PYTHON=/path/to/python   use this interpreter's environment instead of a virtualenv
 #                            (GPU clusters: the python that already has your CUDA torch)
 #   TORCH_SPEC=torch==2.13.0 what to install when no torch is importable (the CPU wheel on these machines)
-#   TRANSFORMERS=4           which transformers stack (README: Install):
+#   TRANSFORMERS=4           which transformers stack (README: Installing):
 #                              4  transformers 4.51.3, colossalai 0.5.0's pin: every plugin (3d included)
 #                              5  the newest transformers 5: model families released since April 2025
-#                            re-running with the other value switches the environment in place.
+#                            unset: the stack the environment already has (4 for a new one); re-running with
+#                            the other value switches the environment in place.
 #
 # torch is installed only when none is importable, and then pinned for every later pip call, so no
 # dependency can replace it. colossalai 0.5.0 pins torch<=2.5.1, which would pull GBs of CUDA wheels,
@@ -21,15 +22,6 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 COLOSSALAI_SPEC=${COLOSSALAI_SPEC:-colossalai==0.5.0}
-TRANSFORMERS=${TRANSFORMERS:-4}
-case "$TRANSFORMERS" in
-  # peft: what colossalai's booster imports; 0.13.2 is the last that imports under 4.51.3's pin set, and
-  # the first releases for transformers 5 are 0.18 and later.
-  4) stack=("transformers==4.51.3" "tokenizers>=0.21,<0.22" "huggingface_hub<1" "peft==0.13.2") ;;
-  5) stack=("transformers>=5,<6" "tokenizers>=0.22,<0.24" "huggingface_hub>=1,<3" "peft>=0.18") ;;
-  *) echo "[install] TRANSFORMERS=$TRANSFORMERS: pick 4 (transformers 4.51.3, every plugin) or 5 (transformers 5)" >&2
-     exit 2 ;;
-esac
 
 if [ -n "${PYTHON:-}" ]; then
   py=$PYTHON
@@ -43,6 +35,18 @@ fi
 
 stamp_dir=$("$py" -c 'import sys; print(sys.prefix)')
 stamp=$stamp_dir/.colossal_llama2-install-stamp
+stack_file=$stamp_dir/.colossal_llama2-transformers-stack
+if [ -z "${TRANSFORMERS:-}" ]; then
+  TRANSFORMERS=$(cat "$stack_file" 2>/dev/null || echo 4)
+fi
+case "$TRANSFORMERS" in
+  # peft is imported by colossalai's booster: colossalai's own bound (0.13.2) with 4.51.3, a release made for
+  # transformers 5 with 5.
+  4) stack=("transformers==4.51.3" "tokenizers>=0.21,<0.22" "huggingface_hub<1" "peft==0.13.2") ;;
+  5) stack=("transformers>=5,<6" "tokenizers>=0.22,<0.24" "huggingface_hub>=1,<3" "peft>=0.18") ;;
+  *) echo "[install] TRANSFORMERS=$TRANSFORMERS: pick 4 (transformers 4.51.3, every plugin) or 5 (transformers 5)" >&2
+     exit 2 ;;
+esac
 want=$( (cat setup.py pyproject.toml scripts/install.sh; echo "TRANSFORMERS=$TRANSFORMERS") | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] \
    && "$py" -c 'import torch, colossalai, transformers, datasets, colossal_llama2' >/dev/null 2>&1; then
@@ -80,4 +84,5 @@ print(f"[install] ok: torch {torch.__version__}, colossalai {colossalai.__versio
       f"transformers {transformers.__version__}, datasets {datasets.__version__}, "
       f"cuda available: {torch.cuda.is_available()}")
 PY
+echo "$TRANSFORMERS" > "$stack_file"
 echo "$want" > "$stamp"

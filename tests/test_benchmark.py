@@ -5,6 +5,8 @@ import pytest
 
 from tests.helpers.distributed import REPO_ROOT, free_port, run_script
 
+pytestmark = pytest.mark.stack_neutral  # CI runs it on the default transformers stack only
+
 
 def test_benchmark_harness_runs_train_py_and_reports(tmp_path):
     out = tmp_path / "bench"

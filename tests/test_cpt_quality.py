@@ -109,6 +109,7 @@ def test_a_repeated_command_skips_the_stages_that_finished(tmp_path, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.stack_neutral  # the families' tests run these stages on both stacks
 def test_toy_experiment_runs_every_arm_and_reports(tmp_path):
     english = tmp_path / "en.txt"
     english.write_text((DEMO / "base_english.txt").read_text(encoding="utf-8"), encoding="utf-8")

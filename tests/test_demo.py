@@ -9,6 +9,7 @@ from tests.helpers.distributed import run_script
 
 
 @pytest.mark.slow
+@pytest.mark.stack_neutral  # the families' tests run these stages on both stacks
 def test_demo_runs_the_whole_pipeline(tmp_path):
     out = tmp_path / "demo"
     proc = run_script(["-m", "colossal_llama2.demo", "--output_dir", out], timeout=900)

@@ -2,12 +2,16 @@
 with neither torchrun's own traceback nor ``colossalai run``'s dump of the environment (a made-up token here)."""
 from __future__ import annotations
 
+import pytest
+
 import os
 import subprocess
 import sys
 
 from colossal_llama2.launch_output import LaunchOutput
 from tests.helpers import distributed as dist_helpers
+
+pytestmark = pytest.mark.stack_neutral  # CI runs it on the default transformers stack only
 
 TOKEN = "hf_madeUpToken_8c2e41f0"
 

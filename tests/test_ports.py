@@ -1,10 +1,14 @@
 """Two test processes on one machine never get the same rendezvous port (two suites side by side)."""
 from __future__ import annotations
 
+import pytest
+
 import subprocess
 import sys
 
 from tests.helpers import distributed as dist_helpers
+
+pytestmark = pytest.mark.stack_neutral  # CI runs it on the default transformers stack only
 
 GRAB = "from tests.helpers.distributed import free_port\nprint(*[free_port() for _ in range(200)])"
 

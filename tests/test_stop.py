@@ -26,7 +26,7 @@ from colossal_llama2.training.checkpoint.directory import list_checkpoints
 from tests.helpers import distributed as dist_helpers
 from tests.helpers.distributed import REPO_ROOT, free_port
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.stack_neutral]
 GRACE_S = 60  # the launcher must be gone this long after the stop (the tiny model saves in about a second)
 SLOW_TRAIN = REPO_ROOT / "tests" / "scripts" / "train_slow_save.py"
 

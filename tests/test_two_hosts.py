@@ -29,6 +29,9 @@ from tests.helpers import distributed as dist_helpers
 from tests.scripts.fixture_dataset import build_dataset
 
 pytestmark = pytest.mark.slow
+# Launch mechanics (hostfiles, stops, lost peers): neutral to the transformers stack, run on the default one; the
+# training run across two hosts runs on both.
+neutral = pytest.mark.stack_neutral
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 TRAIN = dist_helpers.REPO_ROOT / "train.py"
 
@@ -205,6 +208,7 @@ def test_two_hosts_train_save_and_resume_exactly_then_on_one_host(tmp_path, host
     assert "world size 2" in single.output() and sorted(single.metrics()) == [4, 5, 6]
 
 
+@neutral
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
 def test_a_stop_reaches_both_hosts_saves_once_and_leaves_nothing(tmp_path, host2, tiny_model_dir, data, how):
     run = Launch(host2, tmp_path, the_shipped_hostfile(tmp_path, "localhost", host2.address),
@@ -230,6 +234,7 @@ def test_a_stop_reaches_both_hosts_saves_once_and_leaves_nothing(tmp_path, host2
         run.kill()
 
 
+@neutral
 @pytest.mark.parametrize("how", ["killed", "stalled"])
 def test_a_lost_worker_on_host_2_ends_the_run_in_bounded_time(tmp_path, host2, tiny_model_dir, data, how):
     """Host 2's first worker SIGKILLed (the others see its connections close) or SIGSTOPped (they time out after
@@ -261,6 +266,7 @@ def test_a_lost_worker_on_host_2_ends_the_run_in_bounded_time(tmp_path, host2, t
         run.kill()
 
 
+@neutral
 def test_a_save_dir_on_a_node_local_disk_is_refused(tmp_path_factory, tmp_path, tiny_model_dir, data):
     if os.geteuid() != 0 or shutil.which("unshare") is None:
         pytest.skip("a mount namespace for the node-local disk needs root and unshare")
@@ -286,6 +292,7 @@ def test_a_save_dir_on_a_node_local_disk_is_refused(tmp_path_factory, tmp_path, 
     ("localhost slots=4\n", "hostfile:1: slots=4, but colossalai run starts --nproc_per_node 2 ranks on every host"),
     ("localhost gpus=2\n", "hostfile:1: 'gpus=2' after the host name"),
 ])
+@neutral
 def test_bad_hostfiles_are_one_line_before_anything_starts(tmp_path, host2, tiny_model_dir, data, text, says):
     (tmp_path / "hostfile").write_text(text)
     run = Launch(host2, tmp_path, tmp_path / "hostfile", train_args(tiny_model_dir, data, tmp_path))
@@ -294,6 +301,7 @@ def test_bad_hostfiles_are_one_line_before_anything_starts(tmp_path, host2, tiny
     assert line.startswith("[colossal_llama2.launch] error: ") and says in line, line
 
 
+@neutral
 def test_comments_blank_lines_and_slots_are_read(tmp_path):
     from colossal_llama2.hostfile import prepare_colossalai_run, read_hostfile
 
