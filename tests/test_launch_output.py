@@ -82,3 +82,16 @@ def test_a_rank_that_failed_a_second_earlier_comes_before_a_later_signal():
     for line in lines:
         output.feed(line)
     assert output.first_failure() == "rank 0 (host node-1) failed first: exit status 1"
+
+
+@pytest.mark.parametrize("said", [
+    "Connection closed by peer [127.0.0.1]:9435",
+    "Read error [127.0.0.1]:48025: Connection reset by peer",
+    # a stalled peer, gloo's timeout as DDP raises it from the gradient bucket's allreduce callback
+    "Got the following error when running the callback: RuntimeError: Application timeout caused pair closure",
+])
+def test_what_gloo_says_when_a_peer_is_gone_is_a_lost_peer(said):
+    from colossal_llama2.training.lifecycle.process_group import PEER_FAILURES
+
+    assert PEER_FAILURES.search(said)
+    assert not PEER_FAILURES.search("RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB")

@@ -25,7 +25,9 @@ from ...utils.errors import FatalRunError, UserInputError
 # What gloo and NCCL say when a peer's connection is gone or a collective outlived the group's timeout.
 PEER_FAILURES = re.compile(r"Connection (closed|reset) by peer|Broken pipe|Timed out|timed out|Socket Timeout|"
                            r"NCCL communicator was aborted|NCCL error|ProcessGroupNCCL.*(timeout|Watchdog)|"
-                           r"failed to recv|Connection refused", re.S)
+                           r"failed to recv|Connection refused|"
+                           # gloo's timeout, also as DDP reports it from its gradient bucket's callback
+                           r"Application timeout caused pair closure", re.S)
 MARKER_PREFIX = ".node-marker-"
 
 
