@@ -138,20 +138,21 @@ def _load_as_written(spec: dict, config: dict) -> None:
     """transformers 5's LlamaTokenizer rebuilds its pipeline from the vocabulary and merges alone, dropping the
     normalizer above; ``PreTrainedTokenizerFast`` (its generic class, in 4 too) loads tokenizer.json as written. bos
     and eos then come from a post-processor in the file, as in LLaMA-2's own tokenizer.json."""
+    from tokenizers import Tokenizer, processors
+
     config["tokenizer_class"] = "PreTrainedTokenizerFast"
-    vocab = spec["model"]["vocab"]
-    ids = (vocab if isinstance(vocab, dict) else {piece: i for i, (piece, _) in enumerate(vocab)}) | \
-        {token["content"]: token["id"] for token in spec["added_tokens"]}
-    bos, eos = (_token_text(config.get(name)) for name in ("bos_token", "eos_token"))
-    single = ([{"SpecialToken": {"id": bos, "type_id": 0}}] if config.get("add_bos_token", True) else []) + \
-        [{"Sequence": {"id": "A", "type_id": 0}}] + \
-        ([{"SpecialToken": {"id": eos, "type_id": 0}}] if config.get("add_eos_token", False) else [])
-    pair = single + [{**item, **({"Sequence": {"id": "B", "type_id": 1}} if "Sequence" in item else {})}
-                     for item in single]
-    used = [item["SpecialToken"]["id"] for item in single if "SpecialToken" in item]
-    spec["post_processor"] = {"type": "TemplateProcessing", "single": single, "pair": pair,
-                              "special_tokens": {name: {"id": name, "ids": [ids[name]], "tokens": [name]}
-                                                 for name in used}}
+    tokenizer = Tokenizer.from_str(json.dumps(spec))
+    ends = [(_token_text(config.get(f"{end}_token")), config.get(f"add_{end}_token", default))
+            for end, default in (("bos", True), ("eos", False))]
+    (bos, add_bos), (eos, add_eos) = ends
+
+    def template(sequence: str, type_id: int) -> str:
+        return " ".join([f"{bos}:{type_id}"] * add_bos + [f"${sequence}:{type_id}"] + [f"{eos}:{type_id}"] * add_eos)
+
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=template("A", 0), pair=f"{template('A', 0)} {template('B', 1)}",
+        special_tokens=[(text, tokenizer.token_to_id(text)) for text, add in ends if add])
+    spec["post_processor"] = json.loads(tokenizer.to_str())["post_processor"]
 
 
 def _token_text(token) -> str | None:
