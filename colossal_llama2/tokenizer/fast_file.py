@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..utils.errors import UserInputError
 from ..utils.stack import transformers_5
 from .hf_files import SP_MODEL_FILE
 from ..utils.logging import get_logger
