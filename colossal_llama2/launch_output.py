@@ -13,6 +13,10 @@ import re
 ENV_DUMP = re.compile(r"export (?:\w+=\"[^\"]*\"\s*){2,}")
 RANK_PREFIX = re.compile(r"^(?:\[(?:rank|default)\d+\]:? ?)?")  # torchrun's --tee prefixes
 ELASTIC_FAILURE = "ChildFailedError"
+# Several hosts' output arrives interleaved: inside one host's traceback, another process's line may appear. torch's
+# own log lines (glog style, "W1205 13:26:08.978000 22850 api.py:1028] ...") and a worker's "error: " line are never
+# a traceback's exception line, so they pass through and the traceback goes on.
+FOREIGN_LINE = re.compile(r"^(?:[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ |error: )")
 TABLE_RULE = "=" * 20
 
 
@@ -29,11 +33,15 @@ class LaunchOutput:
     def feed(self, line: str) -> list[str]:
         text = RANK_PREFIX.sub("", line.rstrip("\n"))
         if self._rules_to_skip:
+            if FOREIGN_LINE.match(text):
+                return self._plain(line, text)
             self._read_table(text)
             return []
         if ENV_DUMP.search(line):
             return ["[colossal_llama2.launch] (a launcher line that lists the whole environment is left out)\n"]
         if self._traceback is not None:
+            if FOREIGN_LINE.match(text):
+                return self._plain(line, text)
             self._traceback.append(line)
             if text.startswith((" ", "\t")) or not text.strip():
                 return []
@@ -46,6 +54,9 @@ class LaunchOutput:
         if text.startswith("Traceback (most recent call last)"):
             self._traceback = [line]
             return []
+        return self._plain(line, text)
+
+    def _plain(self, line: str, text: str) -> list[str]:
         if text.startswith("error: "):
             self._note_error(text)
         return [line]

@@ -95,3 +95,22 @@ def test_what_gloo_says_when_a_peer_is_gone_is_a_lost_peer(said):
 
     assert PEER_FAILURES.search(said)
     assert not PEER_FAILURES.search("RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+def test_another_hosts_log_line_inside_a_torchrun_traceback_neither_ends_it_nor_hides_the_table():
+    """Two hosts' output interleaves (seen in a two-host run): host 1's torchrun logs "Sending process ... SIGTERM"
+    between the lines of host 2's torchrun traceback. That line is shown, the traceback and its table are still
+    read and dropped, and host 2's SIGKILLed rank is the summary."""
+    output = LaunchOutput()
+    peer_error = "error: rank 1: the process group failed after step 14 (Connection reset by peer)\n"
+    host1_log = ("W1205 13:26:08.978000 22850 .venv/lib/python3.11/site-packages/torch/distributed/elastic/"
+                 "multiprocessing/api.py:1028] Sending process 22963 closing signal SIGTERM\n")
+    host2 = torchrun_failure_table("node-2", 2, "-9 (pid: 22962)  (SIGKILL)",
+                                   "Signal 9 (SIGKILL) received by PID 22962", "2026-12-05_13:26:08")
+    host2[2:2] = [host1_log, "    sys.exit(main())\n", "             ^^^^^^\n"]
+    lines = [peer_error, *host2, *torchrun_failure_table("node-1", 1, "4 (pid: 22964)",
+                                                         "To enable traceback see: https://x", "2026-12-05_13:26:08")]
+    shown = [out for line in lines for out in output.feed(line)] + output.flush()
+    assert shown == [peer_error, host1_log]
+    assert output.summary(1).endswith(
+        "(exit status 1): rank 2 (host node-2) failed first: Signal 9 (SIGKILL) received by PID 22962")
