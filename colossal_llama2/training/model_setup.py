@@ -91,6 +91,7 @@ def build_model(args: argparse.Namespace, config, patches: ModelPatches, device:
     if patches.lazy_init:
         with LazyInitContext(default_device=device):
             model = AutoModelForCausalLM.from_config(config, attn_implementation=attn, torch_dtype=torch.float32)
+        rebuild_rotary_buffers(model, device)
     elif args.random_init:
         torch.manual_seed(args.seed)  # identical on every rank
         with torch.device(device):
@@ -104,6 +105,20 @@ def build_model(args: argparse.Namespace, config, patches: ModelPatches, device:
         trainable, frozen = freeze_non_embedding_params(model)
         logger.info("--freeze_non_embeds_params: %d trainable, %d frozen parameters", trainable, frozen)
     return model
+
+
+def rebuild_rotary_buffers(model: torch.nn.Module, device: torch.device) -> None:
+    """Replace the rotary embeddings' lazy buffers by eagerly computed ones. transformers 5 initialises
+    ``inv_freq`` and ``original_inv_freq`` by copying into each other, a chain colossalai's LazyInitContext replays
+    without end (RecursionError when the plugin materialises the model); they are a few hundred floats, computed
+    from the config as the rotary module's own constructor does."""
+    for module in model.modules():
+        if "RotaryEmbedding" not in type(module).__name__ or not hasattr(module, "config"):
+            continue
+        with torch.device(device):
+            fresh = type(module)(config=module.config)
+        for name, value in fresh.named_buffers(recurse=False):
+            module.register_buffer(name, value, persistent=name not in fresh._non_persistent_buffers_set)
 
 
 def stop_generation_at(model: torch.nn.Module, tokenizer, end_tokens: list[str]) -> list[int]:
