@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from colossal_llama2.training.plugins.factory import check_plugin_args, shardformer_imports
 from colossal_llama2.utils.errors import UserInputError
@@ -9,18 +10,19 @@ from colossal_llama2.utils.stack import transformers_5
 from tests.helpers.distributed import REPO_ROOT, run_script
 
 
-def test_3d_is_refused_in_one_line_where_shardformer_does_not_import(tmp_path, tiny_model_dir):
+def test_3d_is_planned_on_both_stacks_and_refused_only_for_want_of_gpus(tmp_path, tiny_model_dir):
+    """colossalai's own shardformer policies import on transformers 4 only; on 5 the head-sharding policy
+    (plugins/tensor_parallel.py) takes their place, so --plugin 3d passes the checks on either and is refused on CPU
+    only because it needs GPUs."""
     assert shardformer_imports() != transformers_5()
-    if not transformers_5():  # transformers 4: refused only for want of GPUs
-        with pytest.raises(UserInputError, match="needs CUDA GPUs"):
-            check_plugin_args("3d", cuda=False, world_size=1, tp=1, num_heads=4, num_kv_heads=2, mixed_precision=None)
-        return
+    with pytest.raises(UserInputError, match="needs CUDA GPUs"):
+        check_plugin_args("3d", cuda=False, world_size=2, tp=2, num_heads=4, num_kv_heads=2, mixed_precision=None,
+                          vocab_size=1000)
     proc = run_script([str(REPO_ROOT / "train.py"), "--pretrained", str(tiny_model_dir), "--dataset", str(tmp_path),
                        "--plugin", "3d", "--save_dir", str(tmp_path / "out")])
     assert proc.returncode != 0 and "Traceback" not in proc.stderr + proc.stdout
     (line,) = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert line.startswith("error: --plugin: the 3d plugin needs colossalai's shardformer") and \
-        "make install TRANSFORMERS=4" in line
+    assert line.startswith("error: --plugin: plugin '3d' needs CUDA GPUs")
 
 
 @pytest.mark.parametrize("model_type", ["llama", "qwen2", "qwen3", "mistral"])
@@ -52,3 +54,30 @@ def test_auto_leaves_liger_off_until_a_gpu_run_verifies_it_under_transformers_5(
     fusion = fused_ops.resolve_fusion("auto", "auto", "zero2", cuda=True, model_type="llama")
     assert fusion.liger != transformers_5() and fusion.norm
     assert ("not yet verified on a GPU" in caplog.text) == transformers_5()
+
+
+@pytest.mark.parametrize("family", ["llama3", "qwen3", "gemma3", "smollm3"])
+def test_a_lazily_built_model_materialises_its_rotary_buffers(family):
+    """gemini and 3d build the model under colossalai's LazyInitContext. transformers 5's rotary modules initialise
+    inv_freq and original_inv_freq from each other, which the context replays without end (RecursionError); the
+    buffers are rebuilt eagerly and equal an eagerly built model's."""
+    from colossalai.lazy import LazyInitContext
+    from transformers import AutoModelForCausalLM
+
+    from colossal_llama2.tiny_base import family_known
+    from colossal_llama2.training.model_setup import rebuild_rotary_buffers
+    from tests.test_tensor_parallel import tiny_config
+
+    if not family_known(family):
+        pytest.skip(f"{family} needs the transformers 5 stack")
+    config = tiny_config(family)
+    AutoModelForCausalLM.from_config(config)  # imports the modeling module outside the context (it patches torch)
+    with LazyInitContext(default_device=torch.device("cpu")):
+        lazy = AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32)
+    rebuild_rotary_buffers(lazy, torch.device("cpu"))
+    LazyInitContext.materialize(lazy)
+    eager = AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32)
+    expected = dict(eager.named_buffers())
+    assert any("inv_freq" in name for name in expected)
+    for name, buffer in lazy.named_buffers():
+        assert torch.equal(buffer, expected[name]), name

@@ -8,7 +8,7 @@ import torch
 import torch.distributed as dist
 
 from ...utils.errors import UserInputError
-from ...utils.stack import stack_name
+from .tensor_parallel import head_sharding_policy
 
 GPU_PLUGINS = ("gemini", "gemini_auto", "zero2", "zero2_cpu", "3d")
 # Plugins whose models can be built lazily (LazyInitContext) and materialised already sharded.
@@ -27,23 +27,21 @@ def check_plugin_args(plugin: str, *, cuda: bool, world_size: int, tp: int, num_
                              f"{num_kv_heads} key-value heads", where="--tp")
     if world_size % tp:
         raise UserInputError(f"--tp {tp} does not divide the world size {world_size}", where="--tp")
-    if vocab_size is not None and vocab_size % tp:
-        # Shardformer would pad the embedding itself, and colossalai 0.5.0 then fails to save the padded
-        # parameter (`_unpad_detach`); a checkpoint padded up front by init_model avoids both.
+    if vocab_size is not None and vocab_size % tp and shardformer_imports():
+        # colossalai's policies split the embedding and lm_head by vocabulary rows: shardformer would pad them
+        # itself, and colossalai 0.5.0 then fails to save the padded parameter (`_unpad_detach`); a checkpoint
+        # padded up front by init_model avoids both. (tensor_parallel.py's policy keeps them whole.)
         raise UserInputError(f"--tp {tp} does not divide the model's vocabulary of {vocab_size} rows; grow the "
                              f"model with `init_model.py --pad_to_multiple_of {tp * 32}` first", where="--tp")
-    if plugin == "3d" and not shardformer_imports():
-        raise UserInputError(f"the 3d plugin needs colossalai's shardformer, which does not import under "
-                             f"{stack_name()}; tensor parallelism needs the transformers 4 stack "
-                             f"(make install TRANSFORMERS=4)", where="--plugin")
     if plugin in GPU_PLUGINS and not cuda:
         raise UserInputError(f"plugin {plugin!r} needs CUDA GPUs and none is available; use --plugin ddp on CPU",
                              where="--plugin")
 
 
 def shardformer_imports() -> bool:
-    """colossalai 0.5.0's shardformer policies import transformers 4 internals (StaticCache from modeling_llama,
-    among others) that transformers 5 removed."""
+    """Whether colossalai 0.5.0's own shardformer policies import: they import transformers 4 internals
+    (StaticCache from modeling_llama, among others) that transformers 5 removed; there ``tensor_parallel.py``'s
+    policy shards the model instead."""
     try:
         importlib.import_module("colossalai.shardformer.policies.llama")
     except ImportError:
@@ -88,8 +86,10 @@ def make_plugin(plugin: str, *, precision: str, max_norm: float, tp: int, zero: 
                                   master_weights=master_weights)
     if plugin == "3d":
         # make_vocab_size_divisible_by=tp: never let shardformer pad the vocabulary (see check_plugin_args).
+        # colossalai's own per-family policies where they import (transformers 4), ours elsewhere.
         return HybridParallelPlugin(tp_size=tp, pp_size=1, zero_stage=zero, precision=precision,
-                                    initial_scale=2**16, max_norm=max_norm, make_vocab_size_divisible_by=tp)
+                                    initial_scale=2**16, max_norm=max_norm, make_vocab_size_divisible_by=tp,
+                                    custom_policy=None if shardformer_imports() else head_sharding_policy())
     raise UserInputError(f"unknown plugin {plugin!r}", where="--plugin")
 
 
