@@ -12,13 +12,11 @@ import re
 import pytest
 import torch
 
-from colossal_llama2.training.plugins.factory import shardformer_imports
 from colossal_llama2.utils.stack import transformers_5
 from tests.helpers.distributed import REPO_ROOT, run_distributed
 from tests.scripts.fixture_dataset import build_dataset
 
 pytestmark = pytest.mark.gpu
-needs_shardformer = "3d runs on the transformers 4 stack (colossalai's shardformer does not import on 5)"
 TRAIN = REPO_ROOT / "train.py"
 # (plugin, tensor-parallel size, ranks, precision); the 2-rank cases need 2 GPUs
 CASES = [("gemini", 1, 1, "bf16"), ("gemini", 1, 1, "fp16"), ("gemini_auto", 1, 1, "bf16"), ("zero2", 1, 1, "bf16"),
@@ -41,8 +39,6 @@ def metrics(path):
 def test_plugin_trains_saves_and_resumes(tmp_path, tiny_model_dir, gpu_data, plugin, tp, nproc, precision):
     if torch.cuda.device_count() < nproc:
         pytest.skip(f"needs {nproc} GPUs")
-    if plugin == "3d" and not shardformer_imports():
-        pytest.skip(needs_shardformer)
     common = ["--pretrained", tiny_model_dir, "--dataset", gpu_data, "--plugin", plugin, "--tp", tp,
               "--mixed_precision", precision, "--max_length", 64, "--micro_batch_size", 4, "--lr", 1e-2,
               "--padding_mode", "longest", "--max_steps", 8, "--save_interval", 4, "-s", 1,
@@ -154,8 +150,6 @@ def test_3d_isolates_packed_documents(tiny_model_dir, tp):
     """Under shardformer (tensor parallel), a packed document's loss equals its loss as a separate sample."""
     if torch.cuda.device_count() < tp:
         pytest.skip(f"needs {tp} GPUs")
-    if not shardformer_imports():
-        pytest.skip(needs_shardformer)
     proc = run_distributed(REPO_ROOT / "tests" / "scripts" / "three_d_isolation.py", [tiny_model_dir, tp], nproc=tp,
                            timeout=600)
     result = json.loads(proc.stdout.split("ISOLATION ")[1].splitlines()[0])
