@@ -7,3 +7,10 @@ Stages (each a module plus a thin script, joined by directories on disk):
   training/   Colossal-AI Booster training pieces         -> checkpoints
 """
 __version__ = "0.1.0"
+
+import os
+
+# transformers 5 (which depends on the `kernels` package) swaps modules for kernels downloaded from the Hugging Face
+# Hub whenever from_pretrained loads a model for a GPU: code fetched at run time (this project runs no remote code)
+# that also fails on offline clusters. Off unless the user turns it on (USE_HUB_KERNELS=YES).
+os.environ.setdefault("USE_HUB_KERNELS", "NO")

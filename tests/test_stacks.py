@@ -81,3 +81,20 @@ def test_a_lazily_built_model_materialises_its_rotary_buffers(family):
     assert any("inv_freq" in name for name in expected)
     for name, buffer in lazy.named_buffers():
         assert torch.equal(buffer, expected[name]), name
+
+
+def test_models_load_without_hub_kernels(tmp_path):
+    """transformers 5 kernelizes every from_pretrained model by default, fetching kernels from the Hub on GPUs (code
+    run from the network; an error offline). Loading through the project's code keeps the model's own modules."""
+    proc = run_script(["-c", f"""
+import os
+os.environ.pop("USE_HUB_KERNELS", None)
+import colossal_llama2
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+LlamaForCausalLM(LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+                             vocab_size=100)).save_pretrained({str(tmp_path)!r})
+model = AutoModelForCausalLM.from_pretrained({str(tmp_path)!r})
+print("USE_KERNELS", getattr(model, "use_kernels", False))
+"""])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split("USE_KERNELS ")[1].split()[0] == "False"
