@@ -5,6 +5,12 @@ rank's exit code; ``colossalai run`` then prints the shell command it ran, ``exp
 environment variable included: tokens and keys end up in the logs people paste into bug reports. Both are
 dropped here. The workers' own lines (the trainer's ``error: --flag: ...``, a worker's traceback) pass unchanged,
 and the first of them is kept for the summary line.
+
+Several hosts' output arrives interleaved, whole lines at a time: inside one host's traceback or failure table,
+another process's log line, progress bar or ``error:`` line may appear. So a traceback ends only at a line shaped
+like an exception (``pkg.SomeError: message``), a table only at its closing rule, and every other line met on
+the way is another process's: it is shown, and the traceback or table goes on. Two torchruns' tracebacks may
+interleave too; they are read as one.
 """
 from __future__ import annotations
 
@@ -13,10 +19,12 @@ import re
 ENV_DUMP = re.compile(r"export (?:\w+=\"[^\"]*\"\s*){2,}")
 RANK_PREFIX = re.compile(r"^(?:\[(?:rank|default)\d+\]:? ?)?")  # torchrun's --tee prefixes
 ELASTIC_FAILURE = "ChildFailedError"
-# Several hosts' output arrives interleaved: inside one host's traceback, another process's line may appear. torch's
-# own log lines (glog style, "W1205 13:26:08.978000 22850 api.py:1028] ...") and a worker's "error: " line are never
-# a traceback's exception line, so they pass through and the traceback goes on.
-FOREIGN_LINE = re.compile(r"^(?:[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ |error: )")
+# The last line of a Python traceback: an exception class (CamelCase, maybe dotted), then ":" and the message.
+EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_]\w*\.)*[A-Z]\w*(?::|$)")
+TRACEBACK_BODY = re.compile(r"^(?:[ \t]|$)")  # frames, source lines and carets are indented
+# What torchrun's failure table is made of; any other line inside it came from another process.
+TABLE_LINE = re.compile(r"^(?:=+|-+|\S.* FAILED|Failures:|Root Cause.*|\[\d+\]:|[ \t].*|)$")
+TABLE_FIELD = re.compile(r"^  (time|host|rank|exitcode|error_file|traceback)\s*: ?(.*)$")
 TABLE_RULE = "=" * 20
 
 
@@ -25,36 +33,50 @@ class LaunchOutput:
 
     def __init__(self):
         self.first_error: str | None = None
-        self._traceback: list[str] | None = None  # a traceback being read, until its exception line
-        self._rules_to_skip = 0  # inside torchrun's failure table: its closing rules still to come
-        self._in_root_cause = False
-        self.root_causes: list[dict[str, str]] = []  # each host's torchrun: the rank that failed first there
+        # Tracebacks being read, until their exception lines. Two hosts' torchruns fail at the same moment and
+        # their tracebacks interleave line by line, so they share one buffer, closed when the last one ends.
+        self._open_tracebacks = 0
+        self._traceback_lines: list[str] = []
+        self._worker_traceback = False  # one of them is a training process's: the buffer is shown
+        self._rules_to_skip = 0  # inside torchrun's failure tables: their closing rules still to come
+        self.failures: list[dict[str, str]] = []  # every rank of every host's table: time, host, rank, exitcode
 
     def feed(self, line: str) -> list[str]:
         text = RANK_PREFIX.sub("", line.rstrip("\n"))
-        if self._rules_to_skip:
-            if FOREIGN_LINE.match(text):
-                return self._plain(line, text)
-            self._read_table(text)
-            return []
         if ENV_DUMP.search(line):
             return ["[colossal_llama2.launch] (a launcher line that lists the whole environment is left out)\n"]
-        if self._traceback is not None:
-            if FOREIGN_LINE.match(text):
-                return self._plain(line, text)
-            self._traceback.append(line)
-            if text.startswith((" ", "\t")) or not text.strip():
-                return []
-            lines, self._traceback = self._traceback, None
-            if ELASTIC_FAILURE in text:  # torchrun's own traceback, then its table between two rules
-                self._rules_to_skip = 2
-                return []
-            self._note_error(text)
-            return lines
         if text.startswith("Traceback (most recent call last)"):
-            self._traceback = [line]
+            self._open_tracebacks += 1
+            self._traceback_lines.append(line)
             return []
+        if ELASTIC_FAILURE in text and EXCEPTION_LINE.match(text):  # torchrun's traceback; its table follows
+            self._rules_to_skip += 2
+            return self._close_traceback()
+        if self._rules_to_skip and TABLE_LINE.match(text) and not self._ambiguous(text):
+            self._read_table(text)
+            return []
+        if self._open_tracebacks and TRACEBACK_BODY.match(text):
+            self._traceback_lines.append(line)
+            return []
+        if self._open_tracebacks and EXCEPTION_LINE.match(text):
+            self._traceback_lines.append(line)
+            self._worker_traceback = True
+            self._note_error(text)
+            return self._close_traceback()
         return self._plain(line, text)
+
+    def _ambiguous(self, text: str) -> bool:
+        """An indented line while a table and a traceback are both open: a frame of the traceback, unless it is one
+        of the table's fields."""
+        return bool(self._open_tracebacks and TRACEBACK_BODY.match(text) and not TABLE_FIELD.match(text))
+
+    def _close_traceback(self) -> list[str]:
+        self._open_tracebacks = max(0, self._open_tracebacks - 1)
+        if self._open_tracebacks:
+            return []
+        lines, shown = self._traceback_lines, self._worker_traceback
+        self._traceback_lines, self._worker_traceback = [], False
+        return lines if shown else []
 
     def _plain(self, line: str, text: str) -> list[str]:
         if text.startswith("error: "):
@@ -62,20 +84,18 @@ class LaunchOutput:
         return [line]
 
     def _read_table(self, text: str) -> None:
-        """torchrun's failure table: keep its "Root Cause" entry (time, host, rank, exitcode, traceback)."""
+        """torchrun's failure table: one entry (time, host, rank, exitcode, traceback) per failed rank."""
         if text.startswith(TABLE_RULE):
             self._rules_to_skip -= 1
-            self._in_root_cause = False
-        elif text.startswith("Root Cause"):
-            self._in_root_cause = True
-            self.root_causes.append({})
-        elif self._in_root_cause and ":" in text and text.startswith("  "):
-            key, _, value = text.strip().partition(":")
-            self.root_causes[-1][key.strip()] = value.strip()
+        elif field := TABLE_FIELD.match(text):
+            key, value = field.groups()
+            if key == "time" or not self.failures:
+                self.failures.append({})
+            self.failures[-1][key] = value.strip()
 
     def first_failure(self) -> str | None:
         """The rank that failed first over every host's table, when a signal ended it or it exited by itself."""
-        causes = [c for c in self.root_causes if "rank" in c and "exitcode" in c]
+        causes = [c for c in self.failures if "rank" in c and "exitcode" in c]
         if not causes:
             return None
         # Ranks ended by SIGTERM were stopped by their own torchrun after another failure: the others come first.
@@ -89,7 +109,8 @@ class LaunchOutput:
         return f"rank {rank} (host {cause.get('host', '?')}) failed first: {how}"
 
     def flush(self) -> list[str]:
-        lines, self._traceback = self._traceback or [], None
+        """At the end of the output: a traceback that never reached its exception line is shown as it is."""
+        lines, self._traceback_lines, self._open_tracebacks = self._traceback_lines, [], 0
         return lines
 
     def _note_error(self, text: str) -> None:

@@ -114,3 +114,60 @@ def test_another_hosts_log_line_inside_a_torchrun_traceback_neither_ends_it_nor_
     assert shown == [peer_error, host1_log]
     assert output.summary(1).endswith(
         "(exit status 1): rank 2 (host node-2) failed first: Signal 9 (SIGKILL) received by PID 22962")
+
+
+def test_a_progress_bar_and_a_peers_error_inside_a_torchrun_traceback_do_not_end_it():
+    """Seen in a two-host run: host 1's rank 0 ended its progress bar and printed its error line between the frames
+    of host 2's torchrun traceback. Both are shown; the traceback and its table are still dropped."""
+    output = LaunchOutput()
+    bar = "train:   0%|          | 11/2500 [00:00<03:17, 12.59it/s, loss=6.1209, lr=1.0e-02]\n"
+    peer_error = "error: rank 0: the process group failed after step 12 (Connection closed by peer)\n"
+    host2 = torchrun_failure_table("node-2", 2, "-9 (pid: 14263)  (SIGKILL)",
+                                   "Signal 9 (SIGKILL) received by PID 14263", "2026-12-05_16:24:42")
+    host2[2:2] = ["\n", bar, peer_error, "    run(args)\n", '  File "/torch/distributed/run.py", line 1019, in run\n']
+    shown = [out for line in host2 for out in output.feed(line)] + output.flush()
+    assert shown == [bar, peer_error]
+    assert output.summary(1).endswith(
+        "(exit status 1): rank 2 (host node-2) failed first: Signal 9 (SIGKILL) received by PID 14263")
+
+
+def test_a_killed_rank_listed_among_the_other_failures_is_still_the_story():
+    """torchrun names as root cause the first failure by its one-second stamp; in a tie it may be the peer that saw
+    the killed rank's connection close. The killed rank then stands under "Failures:", and is read there."""
+    output = LaunchOutput()
+    table = torchrun_failure_table("node-2", 3, "4 (pid: 14264)", "To enable traceback see: https://x",
+                                   "2026-12-05_16:24:42")
+    at = table.index("  <NO_OTHER_FAILURES>\n")
+    table[at:at + 1] = ["[1]:\n", "  time      : 2026-12-05_16:24:42\n", "  host      : node-2\n",
+                        "  rank      : 2 (local_rank: 0)\n", "  exitcode  : -9 (pid: 14263)  (SIGKILL)\n",
+                        "  error_file: <N/A>\n", "  traceback : Signal 9 (SIGKILL) received by PID 14263\n"]
+    for line in ["error: rank 3: the process group failed after step 12 (Connection reset by peer)\n", *table]:
+        assert output.feed(line) in ([], [line])
+    assert output.summary(1).endswith(
+        "(exit status 1): rank 2 (host node-2) failed first: Signal 9 (SIGKILL) received by PID 14263")
+
+
+def test_two_torchrun_tracebacks_interleaved_are_both_dropped():
+    """Seen in a two-host run: both hosts' torchruns failed at once, and their tracebacks interleaved line by line
+    (each "Traceback" line, then frames of both, then one table, the other's last frames and its table)."""
+    output = LaunchOutput()
+    host2 = torchrun_failure_table("node-2", 2, "-9 (pid: 19904)  (SIGKILL)",
+                                   "Signal 9 (SIGKILL) received by PID 19904", "2026-12-05_16:32:25")
+    host1 = torchrun_failure_table("node-1", 0, "4 (pid: 19903)", "To enable traceback see: https://x",
+                                   "2026-12-05_16:32:25")
+    frames = ["    sys.exit(main())\n", "             ^^^^^^\n", "    run(args)\n",
+              '  File "/torch/distributed/run.py", line 1019, in run\n']
+    peer_error = "error: rank 3: the process group failed after step 10 (Connection closed by peer)\n"
+    lines = [host2[0], host1[0], host2[1], host1[1], frames[0], peer_error, frames[1], *host2[2:], frames[2],
+             frames[3], *host1[2:], "after both\n"]
+    shown = [out for line in lines for out in output.feed(line)] + output.flush()
+    assert shown == [peer_error, "after both\n"]
+    assert output.summary(1).endswith(
+        "(exit status 1): rank 2 (host node-2) failed first: Signal 9 (SIGKILL) received by PID 19904")
+
+
+def test_a_workers_traceback_without_an_exception_line_is_shown_at_the_end():
+    output = LaunchOutput()
+    lines = ["Traceback (most recent call last):\n", '  File "train.py", line 3, in <module>\n']
+    assert [out for line in lines for out in output.feed(line)] == []
+    assert output.flush() == lines
