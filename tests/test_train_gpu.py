@@ -12,7 +12,6 @@ import re
 import pytest
 import torch
 
-from colossal_llama2.utils.stack import transformers_5
 from tests.helpers.distributed import REPO_ROOT, run_distributed
 from tests.scripts.fixture_dataset import build_dataset
 
@@ -74,11 +73,9 @@ def test_plugin_trains_saves_and_resumes(tmp_path, tiny_model_dir, gpu_data, plu
     assert torch.isfinite(model.lm_head.weight).all()
 
 
-# zero2's default: liger's kernels on transformers 4; on 5 the fused RMSNorm until this file's forced-liger cases
-# (here and test_fast_paths_apply_to_each_family) have passed there
+# zero2's default: liger's kernels
 FUSED_CASES = [("zero2", ["--fused_ops", "on", "--fused_loss", "on"], "RMSNorm fused, loss fused, compiled"),
-               ("zero2", [], "RMSNorm fused, loss fused, compiled" if transformers_5() else
-                "liger RMSNorm/rotary/SwiGLU, loss fused, compiled"),
+               ("zero2", [], "liger RMSNorm/rotary/SwiGLU, loss fused, compiled"),
                ("zero2", ["--fused_ops", "liger", "--fused_loss", "linear", "--compile"],
                 "liger RMSNorm/rotary/SwiGLU, loss liger fused linear cross-entropy"),
                ("gemini", [], "RMSNorm fused, loss fused, compiled"),
@@ -225,8 +222,7 @@ def test_fast_paths_apply_to_each_family(tmp_path, llama3_tokenizer_dir, qwen2_t
               "--max_length", 64, "--micro_batch_size", 4, "--lr", 1e-2, "--padding_mode", "longest",
               "--max_steps", 6, "-s", 1, "--no_save", "--config_file", tmp_path / "c.json", "--seed", 3]
     runs = {}
-    fast = ["--fused_ops", "liger"] if transformers_5() else []  # forced on 5: the run that verifies it there
-    for name, extra in (("reference", ["--fused_ops", "off", "--fused_loss", "off"]), ("fast", fast)):
+    for name, extra in (("reference", ["--fused_ops", "off", "--fused_loss", "off"]), ("fast", [])):
         proc = run_distributed(TRAIN, [*common, *extra, "--tensorboard_dir", tmp_path / name], nproc=1, timeout=600)
         runs[name] = metrics(tmp_path / name)
     assert "liger RMSNorm/rotary/SwiGLU" in proc.stdout and "modules and the rotary embedding patched" in proc.stdout

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from ...utils.logging import get_logger
-from ...utils.stack import stack_name, transformers_5
+from ...utils.stack import stack_name
 
 logger = get_logger(__name__)
 
@@ -159,12 +159,7 @@ def resolve_fusion(fused_ops: str, fused_loss: str, plugin: str, cuda: bool, mod
             raise UserInputError(f"{fused_ops}: {why}", where="--fused_ops")
         logger.warning("RMSNorm/rotary/SwiGLU kernels off: %s; its own modules run", why)
         fused_ops = "off"
-    auto_liger = can_liger and plugin in LIGER_PLUGINS
-    if auto_liger and fused_ops == "auto" and transformers_5():
-        logger.warning("--fused_ops auto: liger-kernel's patches of %s's modules are not yet verified on a GPU under "
-                       "%s; the fused RMSNorm runs instead (--fused_ops liger forces them)", family.name, stack_name())
-        auto_liger = False
-    liger = fused_ops == "liger" or (fused_ops == "auto" and auto_liger)
+    liger = fused_ops == "liger" or (fused_ops == "auto" and can_liger and plugin in LIGER_PLUGINS)
     norm = liger or fused_ops == "on" or (fused_ops == "auto" and cuda and plugin in FUSABLE_PLUGINS
                                           and native_rms_norm_available())
     linear_loss = fused_loss == "linear"
