@@ -52,11 +52,9 @@ def compare(family: str) -> dict:
 
 
 def main(families: list[str]) -> None:
-    from colossalai.accelerator.cpu_accelerator import CpuAccelerator
+    from tests.helpers.cpu_accelerator import patch_rng_calls
 
-    # colossalai's CPU accelerator: its RNG calls do not take the arguments the shardformer layers pass
-    CpuAccelerator.get_rng_state = lambda self, device=None: torch.get_rng_state()
-    CpuAccelerator.manual_seed = lambda self, seed: torch.manual_seed(seed)
+    patch_rng_calls()
     dist.init_process_group("gloo")
     for family in families:
         result = compare(family)

@@ -2,16 +2,13 @@
 across them. Stand-ins: colossalai's CPU accelerator made to take the arguments the shardformer layers pass to its
 RNG calls, fp32 for want of CPU mixed precision, and torch's AdamW in place of HybridAdam (whose CPU kernel would be
 JIT-compiled first). Tensor-parallel training, its sharded save and exact resume are tested on CPU with it."""
-import torch
-from colossalai.accelerator.cpu_accelerator import CpuAccelerator
-
 from colossal_llama2.training import loop
 from colossal_llama2.training.plugins import factory as plugins
 from colossal_llama2.utils.errors import run_cli
+from tests.helpers.cpu_accelerator import patch_rng_calls
 from train import main
 
-CpuAccelerator.get_rng_state = lambda self, device=None: torch.get_rng_state()
-CpuAccelerator.manual_seed = lambda self, seed: torch.manual_seed(seed)
+patch_rng_calls()
 plugins.GPU_PLUGINS = tuple(p for p in plugins.GPU_PLUGINS if p != "3d")
 _make_optimizer, _precision_for = loop.make_optimizer, loop.precision_for
 
