@@ -20,7 +20,7 @@ def tiny_config(family: str, **overrides):
     from transformers import AutoConfig
 
     model_type, settings = TINY_FAMILIES[family]
-    shape = dict(vocab_size=301, hidden_size=64, intermediate_size=192, num_hidden_layers=2, num_attention_heads=8,
+    shape = dict(vocab_size=302, hidden_size=64, intermediate_size=192, num_hidden_layers=2, num_attention_heads=8,
                  pad_token_id=None)
     return AutoConfig.for_model(model_type, **{**shape, **settings, **overrides})
 
@@ -37,7 +37,13 @@ def test_each_family_shards_to_the_unsharded_loss_and_gradients():
         # every gradient, q/k norms' included (partial on each rank until the hook sums them)
         assert result["worst_grad_error"] < 1e-4, result
         biases = 3 if family == "qwen2" else 0  # Qwen2's q/k/v biases split with their rows
-        assert result["sharded"] == 2 * (7 + biases), result  # the 7 projections of each of 2 layers
+        tied = TINY_FAMILIES[family][1]["tie_word_embeddings"]
+        # the vocabulary split in two: embedding and lm_head, or the one tied parameter; Gemma-3's scaled embedding
+        # (and so its tied lm_head) stay whole
+        vocabulary = 0 if family == "gemma3" else 1 if tied else 2
+        assert result["sharded"] == 2 * (7 + biases) + vocabulary, result  # and the 7 projections of 2 layers
+        rows = 302 if family == "gemma3" else 151
+        assert (result["embedding_rows"], result["lm_head_rows"], result["tied"]) == (rows, rows, tied), result
         head_dim = TINY_FAMILIES[family][1].get("head_dim", 8)
         assert result["q_proj_shape"] == [8 * head_dim // 2, 64], result
 
@@ -46,8 +52,11 @@ def test_what_cannot_be_split_by_heads_is_refused_in_one_line():
     for family in SHARDABLE:
         if family_known(family):
             check_config_shardable(tiny_config(family), 2)
+    with pytest.raises(UserInputError, match=r"--tp 2 does not divide the model's vocabulary of 301 rows"):
+        check_config_shardable(tiny_config("llama3", vocab_size=301), 2)
+    check_config_shardable(tiny_config("gemma3", vocab_size=301), 2)  # its vocabulary is not split
     with pytest.raises(UserInputError, match=r"--tp 4 does not divide the MLP width 190"):
-        check_config_shardable(tiny_config("llama3", intermediate_size=190), 4)
+        check_config_shardable(tiny_config("llama3", intermediate_size=190, vocab_size=304), 4)
     from transformers import GPT2Config
 
     with pytest.raises(UserInputError, match="GPT2LMHeadModel has no model.layers"):

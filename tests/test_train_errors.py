@@ -82,23 +82,17 @@ def test_tp_must_divide_heads_and_world_size(monkeypatch, tmp_path, tiny_model_d
     assert err.where == "--tp" and "needs --plugin 3d" in str(err)
 
 
-def test_tp_must_divide_vocabulary_where_colossalais_policies_split_it(monkeypatch, tmp_path, tiny_model_dir,
-                                                                        datasets_dir):
-    """transformers 4: colossalai's policies split embeddings by vocabulary rows, so --tp must divide them. transformers
-    5: the head-sharding policy keeps them whole, and only the want of GPUs stops this run on CPU.
-    Checked from config.json before any weight is read, so an edited config is enough."""
-    from colossal_llama2.training.plugins.factory import shardformer_imports
-
+def test_tp_must_divide_the_vocabulary_it_splits(monkeypatch, tmp_path, tiny_model_dir, datasets_dir):
+    """Both stacks' tensor-parallel policies (colossalai's, and the head-sharding one on transformers 5) split the
+    embedding and lm_head by vocabulary rows, so --tp must divide them. Checked from config.json before any weight
+    is read, so an edited config is enough."""
     odd = tmp_path / "odd_vocab_model"
     shutil.copytree(tiny_model_dir, odd)
     config = json.loads((odd / "config.json").read_text())
     config["vocab_size"] = 601
     (odd / "config.json").write_text(json.dumps(config))
     err = run_main(monkeypatch, tmp_path, odd, datasets_dir / "ok", "--plugin", "3d", "--tp", 2, world_size=2)
-    if shardformer_imports():
-        assert err.where == "--tp" and "vocabulary of 601" in str(err) and "--pad_to_multiple_of" in str(err)
-    else:
-        assert err.where == "--plugin" and "needs CUDA GPUs" in str(err)
+    assert err.where == "--tp" and "vocabulary of 601" in str(err) and "--pad_to_multiple_of" in str(err)
 
 
 def test_bad_load_checkpoint(monkeypatch, tmp_path, tiny_model_dir, datasets_dir):

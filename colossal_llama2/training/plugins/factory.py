@@ -8,7 +8,7 @@ import torch
 import torch.distributed as dist
 
 from ...utils.errors import UserInputError
-from .tensor_parallel import head_sharding_policy
+from .tensor_parallel import head_sharding_policy, vocabulary_not_divisible
 
 GPU_PLUGINS = ("gemini", "gemini_auto", "zero2", "zero2_cpu", "3d")
 # Plugins whose models can be built lazily (LazyInitContext) and materialised already sharded.
@@ -28,11 +28,9 @@ def check_plugin_args(plugin: str, *, cuda: bool, world_size: int, tp: int, num_
     if world_size % tp:
         raise UserInputError(f"--tp {tp} does not divide the world size {world_size}", where="--tp")
     if vocab_size is not None and vocab_size % tp and shardformer_imports():
-        # colossalai's policies split the embedding and lm_head by vocabulary rows: shardformer would pad them
-        # itself, and colossalai 0.5.0 then fails to save the padded parameter (`_unpad_detach`); a checkpoint
-        # padded up front by init_model avoids both. (tensor_parallel.py's policy keeps them whole.)
-        raise UserInputError(f"--tp {tp} does not divide the model's vocabulary of {vocab_size} rows; grow the "
-                             f"model with `init_model.py --pad_to_multiple_of {tp * 32}` first", where="--tp")
+        # colossalai's policies split the embedding and lm_head by vocabulary rows (tensor_parallel.py's policy
+        # checks its own, in check_shardable)
+        raise vocabulary_not_divisible(vocab_size, tp)
     if plugin in GPU_PLUGINS and not cuda:
         raise UserInputError(f"plugin {plugin!r} needs CUDA GPUs and none is available; use --plugin ddp on CPU",
                              where="--plugin")
@@ -85,10 +83,11 @@ def make_plugin(plugin: str, *, precision: str, max_norm: float, tp: int, zero: 
                                   cpu_offload=plugin == "zero2_cpu", reduce_bucket_size_in_m=reduce_bucket_size_in_m,
                                   master_weights=master_weights)
     if plugin == "3d":
-        # make_vocab_size_divisible_by=tp: never let shardformer pad the vocabulary (see check_plugin_args).
+        # shardformer pads a split vocabulary to a multiple of make_vocab_size_divisible_by * tp: with 1, never
+        # (check_plugin_args and check_shardable refuse a vocabulary that tp does not divide).
         # colossalai's own per-family policies where they import (transformers 4), ours elsewhere.
         return HybridParallelPlugin(tp_size=tp, pp_size=1, zero_stage=zero, precision=precision,
-                                    initial_scale=2**16, max_norm=max_norm, make_vocab_size_divisible_by=tp,
+                                    initial_scale=2**16, max_norm=max_norm, make_vocab_size_divisible_by=1,
                                     custom_policy=None if shardformer_imports() else head_sharding_policy())
     raise UserInputError(f"unknown plugin {plugin!r}", where="--plugin")
 

@@ -6,8 +6,12 @@ as transformers wrote it: in each decoder layer, q/k/v and the MLP's gate/up pro
 linears (each rank holds whole heads and a slice of the MLP's width) and o/down become row-parallel ones (their
 partial outputs summed over the tensor-parallel group). transformers' attention reshapes with ``-1`` heads and
 repeats key/value heads by the unchanged ratio, so a rank's share of the heads needs no attribute changed.
-Embeddings, norms and the lm_head stay whole on every rank: their inputs are the whole hidden states, the same on
-each rank, and so are their gradients. Parameters inside the attention besides the projections (Qwen3's and
+The embedding and the lm_head are split by vocabulary rows, as colossalai's own policies split them (each rank
+looks up or scores its share of the vocabulary; the embedding's rows are summed and the logits gathered over the
+group): at a 128k vocabulary they are a billion parameters per rank that the ranks no longer all hold. A tied pair
+stays tied (both layers share the one split parameter). A family whose embedding is not a plain ``nn.Embedding``
+(Gemma-3's scales its output) keeps both whole on every rank. Norms stay whole: their inputs are the whole hidden
+states, the same on each rank, and so are their gradients. Parameters inside the attention besides the projections (Qwen3's and
 Gemma-3's per-head q/k norms) are shared by all heads while each rank runs only its own: their gradients are
 partial sums, added up over the tensor-parallel group by a hook as backward computes them.
 
@@ -36,9 +40,17 @@ def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
     return layers
 
 
+def vocabulary_not_divisible(vocab_size: int, tp: int) -> UserInputError:
+    # shardformer would pad the split vocabulary itself, and colossalai 0.5.0 then fails to save the padded
+    # parameter (`_unpad_detach`); a model grown to a multiple by init_model avoids both.
+    return UserInputError(f"--tp {tp} does not divide the model's vocabulary of {vocab_size} rows; grow the model "
+                          f"with `init_model.py --pad_to_multiple_of {tp * 32}` first", where="--tp")
+
+
 def check_shardable(model: torch.nn.Module, tp: int) -> None:
     """Raise UserInputError (``--tp``) unless every decoder layer has the projections this policy shards, their
-    widths divide by ``tp`` and nothing else in the attention spans several heads."""
+    widths divide by ``tp``, nothing else in the attention spans several heads and a vocabulary to be split
+    divides by ``tp``."""
     config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
     heads = config.num_attention_heads
     kv_heads = getattr(config, "num_key_value_heads", None) or heads
@@ -59,6 +71,16 @@ def check_shardable(model: torch.nn.Module, tp: int) -> None:
                     f"{config.model_type}: self_attn.{name} {tuple(param.shape)} spans all attention heads, so a "
                     "rank holding some heads cannot compute it; train this family without tensor parallelism "
                     "(--tp 1, or --plugin zero2)", where="--tp")
+    vocab_size = model.get_input_embeddings().num_embeddings
+    if splits_vocabulary(model) and vocab_size % tp:
+        raise vocabulary_not_divisible(vocab_size, tp)
+
+
+def splits_vocabulary(model: torch.nn.Module) -> bool:
+    """Whether the policy splits the embedding and lm_head by vocabulary rows: the embedding is a plain lookup and
+    the lm_head a plain linear layer (a tied lm_head can only be split with its embedding)."""
+    embedding = model.get_input_embeddings()
+    return type(embedding) is torch.nn.Embedding and type(model.get_output_embeddings()) is torch.nn.Linear
 
 
 def check_config_shardable(config, tp: int) -> None:
@@ -84,7 +106,8 @@ def _summed_over(grad: torch.Tensor, group) -> torch.Tensor:
 
 def head_sharding_policy():
     """The shardformer policy (an instance, for ``HybridParallelPlugin(custom_policy=...)``)."""
-    from colossalai.shardformer.layer import Linear1D_Col, Linear1D_Row
+    from colossalai.shardformer.layer import (Linear1D_Col, Linear1D_Row, VocabParallelEmbedding1D,
+                                              VocabParallelLMHead1D)
     from colossalai.shardformer.policies.base_policy import (ModulePolicyDescription, Policy,
                                                              SubModuleReplacementDescription)
 
@@ -112,6 +135,15 @@ def head_sharding_policy():
                             for name in COLUMN_PARALLEL]
             replacements += [SubModuleReplacementDescription(suffix=name, target_module=Linear1D_Row)
                              for name in ROW_PARALLEL]
-            return {layer_type: ModulePolicyDescription(sub_module_replacement=replacements)}
+            policy = {layer_type: ModulePolicyDescription(sub_module_replacement=replacements)}
+            if splits_vocabulary(self.model):
+                vocab = {"make_vocab_size_divisible_by": self.shard_config.make_vocab_size_divisible_by}
+                policy[type(self.model.model)] = ModulePolicyDescription(sub_module_replacement=[
+                    SubModuleReplacementDescription(suffix="embed_tokens", target_module=VocabParallelEmbedding1D,
+                                                    kwargs=vocab)])
+                policy[type(self.model)] = ModulePolicyDescription(sub_module_replacement=[
+                    SubModuleReplacementDescription(suffix="lm_head", target_module=VocabParallelLMHead1D,
+                                                    kwargs={**vocab, "gather_output": True})])
+            return policy
 
     return HeadShardingPolicy()
