@@ -20,7 +20,9 @@ ENV_DUMP = re.compile(r"export (?:\w+=\"[^\"]*\"\s*){2,}")
 RANK_PREFIX = re.compile(r"^(?:\[(?:rank|default)\d+\]:? ?)?")  # torchrun's --tee prefixes
 ELASTIC_FAILURE = "ChildFailedError"
 # The last line of a Python traceback: an exception class (CamelCase, maybe dotted), then ":" and the message.
-EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_]\w*\.)*[A-Z]\w*(?::|$)")
+# colossalai run's report of a host whose command failed (click's "Error: failed to run ...", then invoke's "Exit
+# code:", "Stdout:", "Stderr:") looks like one, and may come while another host's traceback is still arriving.
+EXCEPTION_LINE = re.compile(r"^(?!Error: failed to run |Stdout: |Stderr: )(?:[A-Za-z_]\w*\.)*[A-Z]\w*(?::|$)")
 TRACEBACK_BODY = re.compile(r"^(?:[ \t]|$)")  # frames, source lines and carets are indented
 # What torchrun's failure table is made of; any other line inside it came from another process.
 TABLE_LINE = re.compile(r"^(?:=+|-+|\S.* FAILED|Failures:|Root Cause.*|\[\d+\]:|[ \t].*|)$")

@@ -171,3 +171,16 @@ def test_a_workers_traceback_without_an_exception_line_is_shown_at_the_end():
     lines = ["Traceback (most recent call last):\n", '  File "train.py", line 3, in <module>\n']
     assert [out for line in lines for out in output.feed(line)] == []
     assert output.flush() == lines
+
+
+def test_colossalai_runs_report_of_one_host_inside_the_others_traceback_is_not_its_exception():
+    """colossalai run reports host 2's failed command ("Error: failed to run ...", "Stdout: already printed") while
+    host 1's torchrun traceback may still be arriving: shown, and the traceback still read to its end and dropped."""
+    output = LaunchOutput()
+    host1 = torchrun_failure_table("node-1", 0, "4 (pid: 5)", "To enable traceback see: https://x", "2026-12-05_16:32:25")
+    report = ["Error: failed to run torchrun --nproc_per_node=2 train.py on node-2, is localhost: False, exception: "
+              "Encountered a bad command exit code!\n", "\n", "Exit code: 1\n", "\n", "Stdout: already printed\n",
+              "\n", "Stderr: already printed\n"]
+    lines = [*host1[:2], *report, *host1[2:]]
+    shown = [out for line in lines for out in output.feed(line)] + output.flush()
+    assert "".join(shown) == "".join(line for line in report if line.strip())
