@@ -176,16 +176,17 @@ def test_zero2_cpu_harness_trains_and_saves(tmp_path, family):
 def test_tensor_parallel_trains_saves_and_resumes_exactly(tmp_path, family):
     """--plugin 3d --tp 2 on each family (tests/scripts/train_3d_cpu.py: colossalai's HybridParallel plugin over 2
     gloo ranks, fp32): the loss falls, a resume from the mid-run checkpoint repeats the uninterrupted run's losses,
-    and the gathered checkpoint loads with plain transformers. A family whose attention cannot be split by heads
-    (OLMo-3's q/k norms span all heads) is refused in one line before training."""
-    from transformers import AutoModelForCausalLM
+    and the gathered checkpoint loads with plain transformers. colossalai's own policy shards the families it knows
+    on transformers 4, the head-sharding policy the others (Gemma-3 there) and every family on 5 (the log says
+    which). A family whose attention cannot be split by heads (OLMo-3's q/k norms span all heads) is refused in one
+    line before training."""
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     from tests.test_zero2_cpu import run_zero2
 
-    from colossal_llama2.training.plugins.factory import shardformer_imports
+    from colossal_llama2.training.plugins.factory import colossalai_has_policy
+    from colossal_llama2.utils.stack import transformers_5
 
-    if shardformer_imports():
-        pytest.skip("transformers 4: 3d runs colossalai's own policies, tested on GPUs (tests/test_train_gpu.py)")
     name, model_dir, data = family
     if name in ("mistral", "smollm3"):  # LLaMA's layer as far as sharding goes: test_tensor_parallel.py covers them
         pytest.skip(f"{name} shards as llama3 does (tests/test_tensor_parallel.py)")
@@ -206,6 +207,10 @@ def test_tensor_parallel_trains_saves_and_resumes_exactly(tmp_path, family):
         (line,) = {line for line in proc.stderr.splitlines() if line.startswith("error:")}
         assert line.startswith("error: --tp: olmo3: self_attn.q_norm.weight (64,) spans all attention heads")
         return
+    ours = not colossalai_has_policy(AutoConfig.from_pretrained(str(model_dir)))
+    assert ours == (transformers_5() or name == "gemma3")
+    assert ("tensor parallelism by the head-sharding policy" if ours else
+            "tensor parallelism by colossalai's shardformer policy") in proc.stdout + proc.stderr
     run_zero2([*common, "--save_dir", tmp_path / "b", "--tensorboard_dir", tmp_path / "tb_b",
                "--load_checkpoint", tmp_path / "a" / "epoch-0_step-2"], script=script)
     full, resumed = metrics(tmp_path / "tb_a"), metrics(tmp_path / "tb_b")

@@ -42,7 +42,7 @@ from .plugins.choice import oom_hint
 from .kernels.fp8 import FP8_TOKEN_MULTIPLE
 from .model_setup import DTYPES, apply_patches_after_boost, build_model, plan_model_patches, stop_generation_at
 from .optim import StepPlan, keeps_master_weights, make_optimizer, make_scheduler
-from .plugins.factory import data_parallel, make_booster, make_plugin, precision_for
+from .plugins.factory import colossalai_has_policy, data_parallel, make_booster, make_plugin, precision_for
 from .lifecycle.launcher import spawn_reaper
 from .lifecycle.process import GarbageCollection, leave_process
 from .lifecycle.process_group import check_shared_save_dir, is_peer_failure, lost_peer, start_process_group
@@ -109,7 +109,8 @@ class Trainer:
         self.plugin = make_plugin(args.plugin, precision=self.precision, max_norm=args.gradient_clipping, tp=args.tp,
                                   zero=args.zero, accumulation_steps=args.accumulation_steps,
                                   reduce_bucket_size_in_m=args.reduce_bucket_size_in_m,
-                                  master_weights=keeps_master_weights(args.optimizer))
+                                  master_weights=keeps_master_weights(args.optimizer),
+                                  colossalai_policy=colossalai_has_policy(self.config))
         self.booster = make_booster(args.plugin, self.plugin, self.precision, self.cuda)
         self.dp = data_parallel(self.plugin, args.plugin)
         self.tokenizer = self._load_tokenizer()

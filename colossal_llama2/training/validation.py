@@ -17,7 +17,7 @@ from .checkpoint import directory as ckpt
 from .kernels.fp8 import check_fp8
 from .kernels.fused_ops import Fusion, resolve_fusion
 from .optim import check_optimizer
-from .plugins.factory import check_plugin_args, precision_for, shardformer_imports
+from .plugins.factory import check_plugin_args, colossalai_has_policy, precision_for
 from .plugins.tensor_parallel import check_config_shardable
 from .trackers import parse_report_to
 
@@ -43,12 +43,13 @@ def validate_inputs(args: argparse.Namespace, cuda: bool, world_size: int) -> Ru
         _resolve_auto_plugin(args, config, cuda, world_size)
     elif args.plugin == "gemini" and cuda:
         _warn_if_zero2_fits(args, config, world_size)
-    if args.plugin == "3d" and args.tp > 1 and not shardformer_imports():
+    own_policy = args.plugin == "3d" and not colossalai_has_policy(config)
+    if own_policy and args.tp > 1:
         check_config_shardable(config, args.tp)  # our policy shards it (plugins/tensor_parallel.py)
     check_plugin_args(args.plugin, cuda=cuda, world_size=world_size, tp=args.tp,
                       num_heads=config.num_attention_heads,
                       num_kv_heads=getattr(config, "num_key_value_heads", None) or config.num_attention_heads,
-                      mixed_precision=args.mixed_precision, vocab_size=config.vocab_size)
+                      mixed_precision=args.mixed_precision, vocab_size=None if own_policy else config.vocab_size)
     check_optimizer(args.optimizer, plugin=args.plugin, precision=precision_for(args.plugin, args.mixed_precision, cuda))
     tokenizer = _check_tokenizer_fits(args.pretrained, config)
     data = load_tokenized_dataset(args.dataset, flag="--dataset")

@@ -8,7 +8,10 @@ import torch
 import torch.distributed as dist
 
 from ...utils.errors import UserInputError
+from ...utils.logging import get_logger
 from .tensor_parallel import head_sharding_policy, vocabulary_not_divisible
+
+logger = get_logger(__name__)
 
 GPU_PLUGINS = ("gemini", "gemini_auto", "zero2", "zero2_cpu", "3d")
 # Plugins whose models can be built lazily (LazyInitContext) and materialised already sharded.
@@ -17,7 +20,8 @@ LAZY_INIT_PLUGINS = ("gemini", "gemini_auto", "3d")
 
 def check_plugin_args(plugin: str, *, cuda: bool, world_size: int, tp: int, num_heads: int, num_kv_heads: int,
                       mixed_precision: str | None, vocab_size: int | None = None) -> None:
-    """Raise UserInputError for a plugin that cannot run here or a --tp that does not fit."""
+    """Raise UserInputError for a plugin that cannot run here or a --tp that does not fit. ``vocab_size``: the
+    vocabulary colossalai's policy splits (None where ``tensor_parallel.py``'s policy shards the model)."""
     if tp < 1:
         raise UserInputError("must be >= 1", where="--tp")
     if tp > 1 and plugin != "3d":
@@ -27,9 +31,9 @@ def check_plugin_args(plugin: str, *, cuda: bool, world_size: int, tp: int, num_
                              f"{num_kv_heads} key-value heads", where="--tp")
     if world_size % tp:
         raise UserInputError(f"--tp {tp} does not divide the world size {world_size}", where="--tp")
-    if vocab_size is not None and vocab_size % tp and shardformer_imports():
+    if vocab_size is not None and vocab_size % tp:
         # colossalai's policies split the embedding and lm_head by vocabulary rows (tensor_parallel.py's policy
-        # checks its own, in check_shardable)
+        # checks its own, in check_shardable, before this)
         raise vocabulary_not_divisible(vocab_size, tp)
     if plugin in GPU_PLUGINS and not cuda:
         raise UserInputError(f"plugin {plugin!r} needs CUDA GPUs and none is available; use --plugin ddp on CPU",
@@ -47,6 +51,22 @@ def shardformer_imports() -> bool:
     return True
 
 
+def colossalai_has_policy(config) -> bool:
+    """Whether colossalai's shardformer has a policy of its own for the causal-LM class ``config`` describes: only
+    where its policies import (transformers 4), and only for the families it knows (not Gemma-3, for one). Elsewhere
+    ``tensor_parallel.py``'s policy shards the model."""
+    if not shardformer_imports():
+        return False
+    from colossalai.shardformer.policies.auto_policy import _POLICY_LIST
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    try:
+        model_class = MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
+    except KeyError:
+        return False
+    return f"{model_class.__module__}.{model_class.__qualname__}" in _POLICY_LIST
+
+
 def precision_for(plugin: str, mixed_precision: str | None, cuda: bool, bf16_supported: bool | None = None) -> str:
     """--mixed_precision, else bf16 on GPUs that have it (no loss scaling, fp32's range) and fp16 on older
     ones; fp32 for ddp on CPU (CPU autocast/fp16 training is neither fast nor exact)."""
@@ -60,9 +80,10 @@ def precision_for(plugin: str, mixed_precision: str | None, cuda: bool, bf16_sup
 
 
 def make_plugin(plugin: str, *, precision: str, max_norm: float, tp: int, zero: int, accumulation_steps: int,
-                reduce_bucket_size_in_m: int = 12, master_weights: bool = True):
+                reduce_bucket_size_in_m: int = 12, master_weights: bool = True, colossalai_policy: bool = True):
     """Build the Colossal-AI plugin. Gradient clipping is done by the plugin where it owns the gradients.
-    ``master_weights`` False (zero2, the low-memory optimizers): the optimizer updates the bf16 shards itself."""
+    ``master_weights`` False (zero2, the low-memory optimizers): the optimizer updates the bf16 shards itself.
+    ``colossalai_policy`` (3d): colossalai has a shardformer policy for the model (``colossalai_has_policy``)."""
     from colossalai.booster.plugin import GeminiPlugin, HybridParallelPlugin, LowLevelZeroPlugin, TorchDDPPlugin
 
     if plugin == "ddp":
@@ -85,10 +106,12 @@ def make_plugin(plugin: str, *, precision: str, max_norm: float, tp: int, zero: 
     if plugin == "3d":
         # shardformer pads a split vocabulary to a multiple of make_vocab_size_divisible_by * tp: with 1, never
         # (check_plugin_args and check_shardable refuse a vocabulary that tp does not divide).
-        # colossalai's own per-family policies where they import (transformers 4), ours elsewhere.
+        # colossalai's own per-family policies where it has one for the model, ours elsewhere.
+        logger.info("3d: tensor parallelism by %s", "colossalai's shardformer policy for the model"
+                    if colossalai_policy else "the head-sharding policy (training/plugins/tensor_parallel.py)")
         return HybridParallelPlugin(tp_size=tp, pp_size=1, zero_stage=zero, precision=precision,
                                     initial_scale=2**16, max_norm=max_norm, make_vocab_size_divisible_by=1,
-                                    custom_policy=None if shardformer_imports() else head_sharding_policy())
+                                    custom_policy=None if colossalai_policy else head_sharding_policy())
     raise UserInputError(f"unknown plugin {plugin!r}", where="--plugin")
 
 
