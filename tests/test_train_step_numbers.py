@@ -84,3 +84,26 @@ def test_outputs_default_under_the_save_dir(tmp_path):
     args = parse_args([*common, "--no_save"])
     assert Path(args.tensorboard_dir).parent == Path(args.config_file).parent
     assert Path(args.config_file).parent.parent == Path(__import__("tempfile").gettempdir())
+
+
+def test_no_save_runs_on_one_master_port_get_directories_of_their_own(tmp_path):
+    """--no_save puts metrics.jsonl in a temporary directory, the same for the ranks of one run and new for each
+    run: two runs launched one after the other on the same master port (torchrun's default 29500 for everyone)
+    once shared one, and the second run's metrics.jsonl held the first run's rows too."""
+    import subprocess
+    import sys
+
+    from tests.helpers.distributed import free_port, test_env
+
+    script = tmp_path / "where.py"
+    script.write_text("from colossal_llama2.training.args import run_temp_dir\nprint('DIR', run_temp_dir())\n")
+    port = str(free_port())
+    runs = []
+    for _ in range(2):
+        proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
+                               "127.0.0.1", "--master_port", port, str(script)], env=test_env(), cwd=REPO_ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stdout[-2000:]
+        runs.append({line.split("DIR ", 1)[1] for line in proc.stdout.splitlines() if "DIR " in line})
+    assert all(len(dirs) == 1 for dirs in runs), runs  # one directory for both ranks of a run
+    assert runs[0] != runs[1], runs

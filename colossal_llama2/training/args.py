@@ -186,9 +186,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def run_temp_dir() -> Path:
-    """A directory for a --no_save run's outputs, the same on every rank of the run (torchrun's run id)."""
+    """A directory for a --no_save run's outputs (rank 0 writes them), new for each run: named after the process
+    that started this host's ranks (torchrun's agent; the process itself without torchrun) and its start time. A
+    master port and a pid are both reused, so a name made of them alone let a later run append its metrics to an
+    earlier run's metrics.jsonl."""
     import tempfile
 
-    # the master port tells apart the runs on one host (torchrun's run id defaults to "none" for all of them)
-    run = "-".join(os.environ.get(k, "") for k in ("TORCHELASTIC_RUN_ID", "MASTER_PORT")).strip("-")
-    return Path(tempfile.gettempdir()) / f"colossal_llama2-run-{run or os.getpid()}"
+    import psutil
+
+    launcher = psutil.Process(os.getppid() if "LOCAL_RANK" in os.environ else os.getpid())
+    return Path(tempfile.gettempdir()) / f"colossal_llama2-run-{launcher.pid}-{int(launcher.create_time() * 1000)}"
