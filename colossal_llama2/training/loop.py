@@ -110,7 +110,7 @@ class Trainer:
                                   zero=args.zero, accumulation_steps=args.accumulation_steps,
                                   reduce_bucket_size_in_m=args.reduce_bucket_size_in_m,
                                   master_weights=keeps_master_weights(args.optimizer),
-                                  colossalai_policy=colossalai_has_policy(self.config))
+                                  colossalai_policy=args.plugin == "3d" and colossalai_has_policy(self.config))
         self.booster = make_booster(args.plugin, self.plugin, self.precision, self.cuda)
         self.dp = data_parallel(self.plugin, args.plugin)
         self.tokenizer = self._load_tokenizer()
