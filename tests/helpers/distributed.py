@@ -6,6 +6,7 @@ the output when the run fails or hangs.
 """
 from __future__ import annotations
 
+import fcntl
 import itertools
 import os
 import random
@@ -30,10 +31,11 @@ def free_port() -> int:
     """A port for a run's rendezvous that no other test process on this machine is handed while this one lives.
 
     Asking the OS for a free port (bind to 0, close, hand over) races: another process can be handed the same
-    port before the run binds it. Here a port is claimed machine-wide by creating ``CLAIMS/<port>`` (exclusive
-    create, holding this process's pid) and kept while this process lives, so two suites on one machine (two
-    pytest-xdist workers, or a developer's selection beside CI) never share one; a claim whose process is gone is
-    taken over. Ports something else holds are skipped.
+    port before the run binds it. Here a port is claimed machine-wide by an exclusive ``flock`` on
+    ``CLAIMS/<port>``, held while this process lives, so two suites on one machine (two pytest-xdist workers, or
+    a developer's selection beside CI) never share one. The kernel drops the lock when its holder dies, so a dead
+    process's ports are free again with no stale-file takeover to race on. Ports something else holds are
+    skipped.
     """
     CLAIMS.mkdir(exist_ok=True)
     start = random.Random(os.getpid()).randrange(len(PORT_RANGE))
@@ -50,37 +52,18 @@ def free_port() -> int:
     raise RuntimeError(f"no free port in {PORT_RANGE.start}..{PORT_RANGE.stop - 1}")
 
 
+_HELD_CLAIMS: list[int] = []  # open claim files: each lock lasts as long as its descriptor
+
+
 def _claim(path: Path) -> bool:
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            try:
-                owner = int(path.read_text())
-            except (OSError, ValueError):
-                return False  # being written by its claimer, or gone: another port then
-            if _alive(owner):
-                return False
-            stale = path.with_name(f"{path.name}.stale-{os.getpid()}")
-            try:
-                os.rename(path, stale)  # one process wins the takeover
-                os.unlink(stale)
-            except FileNotFoundError:
-                return False
-            continue
-        with os.fdopen(fd, "w") as f:
-            f.write(str(os.getpid()))
-        return True
-    return False
-
-
-def _alive(pid: int) -> bool:
+    """Lock ``path`` for the rest of this process's life; False if another open of it holds the lock."""
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o666)
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
         return False
-    except PermissionError:
-        return True
+    _HELD_CLAIMS.append(fd)
     return True
 
 
