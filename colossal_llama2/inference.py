@@ -14,6 +14,7 @@ from typing import Callable, Iterable, TextIO
 
 from .utils.cli import str2bool
 from .utils.errors import UserInputError
+from .utils.remote_code import refuse_remote_code
 from .utils.logging import get_logger
 
 logger = get_logger(__name__)
@@ -41,12 +42,13 @@ def load_model_and_tokenizer(model_path: str, device: str):
             raise UserInputError(f"{local} has no config.json: not a Hugging Face model directory", "--model_path")
         if not any(local.glob("*.safetensors")):
             raise UserInputError(f"{local} holds no *.safetensors weights", "--model_path")
+        refuse_remote_code(local, "--model_path")
     elif model_path.startswith((".", "/")):
         raise UserInputError(f"{model_path} does not exist", "--model_path")
     dtype = pick_dtype(device)
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=False)
     model = AutoModelForCausalLM.from_pretrained(model_path, torch_dtype=dtype, use_safetensors=True,
-                                                 low_cpu_mem_usage=True)
+                                                 low_cpu_mem_usage=True, trust_remote_code=False)
     model.to(device).eval()
     logger.info("loaded %s on %s in %s (%d parameters)", model_path, device, dtype, model.num_parameters())
     return model, tokenizer

@@ -13,6 +13,7 @@ from typing import Sequence
 from colossal_llama2.training.optim import OPTIMIZERS
 from colossal_llama2.training.plugins.choice import ModelShape, plan_table
 from colossal_llama2.utils.errors import UserInputError, run_cli
+from colossal_llama2.utils.remote_code import refuse_remote_code
 
 GIB = 2**30
 
@@ -54,7 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UserInputError("must be at least 1", where=f"--{flag}")
     from transformers import AutoConfig
 
-    shape = ModelShape.of(AutoConfig.from_pretrained(str(args.pretrained)))
+    refuse_remote_code(args.pretrained, "--pretrained", tokenizer=False)
+    shape = ModelShape.of(AutoConfig.from_pretrained(str(args.pretrained), trust_remote_code=False))
     print("\n".join(plan_table(shape, gpus=args.gpus, device_bytes=_device_bytes(args.gpu_memory_gib),
                                tokens_per_micro_batch=args.micro_batch_size * args.max_length,
                                grad_checkpoint=args.grad_ckpt, optimizer=args.optimizer)))

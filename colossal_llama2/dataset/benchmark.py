@@ -50,7 +50,7 @@ def raw_tokenizer_speed(tokenizer_dir: str, corpus: Path, api: str) -> tuple[flo
     """
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir, trust_remote_code=False)
     backend = tok.backend_tokenizer
     texts = []
     for line in corpus.read_text(encoding="utf-8").splitlines():

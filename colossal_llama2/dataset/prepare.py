@@ -27,6 +27,7 @@ from typing import Sequence
 from ..tokenizer.identity import tokenizer_digest
 from ..utils.cli import add_config_flag, parse_with_config
 from ..utils.errors import UserInputError
+from ..utils.remote_code import refuse_remote_code
 from ..utils.fs import atomic_directory, atomic_write_text, check_output_dir
 from ..utils.logging import get_logger
 from . import chat_templates, conversation
@@ -133,8 +134,9 @@ def load_tokenizer(tokenizer_dir: str):
 
     if not Path(tokenizer_dir).is_dir():
         raise UserInputError(f"{tokenizer_dir} is not a directory", where="--tokenizer_dir")
+    refuse_remote_code(tokenizer_dir, "--tokenizer_dir", model=False)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, use_fast=True)
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, use_fast=True, trust_remote_code=False)
     except Exception as err:  # transformers raises many kinds; all mean "not a usable tokenizer dir"
         raise UserInputError(f"cannot load a tokenizer from {tokenizer_dir}: {err}", where="--tokenizer_dir") from None
     if not tokenizer.is_fast:

@@ -24,6 +24,7 @@ from colossal_llama2.tokenizer import hf_files, sp_surgery
 from colossal_llama2.tokenizer.bpe_surgery import BPETable
 from colossal_llama2.utils.errors import UserInputError, run_cli
 from colossal_llama2.utils.fs import atomic_directory, check_output_dir
+from colossal_llama2.utils.remote_code import refuse_remote_code
 from colossal_llama2.utils.logging import get_logger
 
 logger = get_logger(__name__)
@@ -83,7 +84,8 @@ def _load_model(path: Path):
     from transformers import AutoModelForCausalLM
 
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(path), torch_dtype="auto", low_cpu_mem_usage=True)
+        model = AutoModelForCausalLM.from_pretrained(str(path), torch_dtype="auto", low_cpu_mem_usage=True,
+                                                     trust_remote_code=False)
     except (OSError, ValueError) as err:
         raise UserInputError(f"cannot load a causal LM from {path}: {err}", where="--source_model_and_tokenizer_path") from None
     model.requires_grad_(False)
@@ -98,6 +100,7 @@ def _check_dirs(source_path: str | Path, target_tokenizer_path: str | Path, targ
     if not (source_path / "config.json").is_file():
         raise UserInputError(f"{source_path} has no config.json (not a Hugging Face model dir)",
                              where="--source_model_and_tokenizer_path")
+    refuse_remote_code(source_path, "--source_model_and_tokenizer_path")
     target_kind = hf_files.tokenizer_kind(target_tokenizer_path, "--target_tokenizer_path")
     if target_kind != kind:
         raise UserInputError(f"is a {target_kind} tokenizer but the source's is {kind}: it does not extend the "

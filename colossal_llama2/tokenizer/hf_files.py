@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 from ..utils.errors import UserInputError
+from ..utils.remote_code import refuse_remote_code
 
 SP_MODEL_FILE = "tokenizer.model"
 REQUIRED_FILES = (SP_MODEL_FILE, "tokenizer_config.json")
@@ -30,6 +31,7 @@ def tokenizer_kind(path: str | Path, flag: str) -> str:
     path = Path(path)
     if not path.is_dir():
         raise UserInputError(f"{path} is not a directory", where=flag)
+    refuse_remote_code(path, flag)
     if (path / SP_MODEL_FILE).is_file():
         check_tokenizer_dir(path, flag)
         return SENTENCEPIECE

@@ -39,7 +39,7 @@ def measure(tokenizer_dir: str, texts: list[str], batch_size: int = 256) -> Toke
     if not Path(tokenizer_dir).is_dir():
         raise UserInputError(f"{tokenizer_dir} is not a directory", where="--tokenizer_dirs")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, trust_remote_code=False)
     except (OSError, ValueError) as err:
         raise UserInputError(f"cannot load a tokenizer from {tokenizer_dir}: {err}", where="--tokenizer_dirs") from None
     tokens = 0
@@ -55,7 +55,7 @@ def disagreements(tokenizer_dir: str, texts: list[str]) -> dict[str, int]:
     import sentencepiece as spm
     from transformers import AutoTokenizer, LlamaTokenizer
 
-    fast = AutoTokenizer.from_pretrained(tokenizer_dir)
+    fast = AutoTokenizer.from_pretrained(tokenizer_dir, trust_remote_code=False)
     slow = LlamaTokenizer.from_pretrained(tokenizer_dir)
     sp = spm.SentencePieceProcessor(model_file=str(Path(tokenizer_dir) / "tokenizer.model"))
     fast_ids = fast(texts, add_special_tokens=False)["input_ids"]

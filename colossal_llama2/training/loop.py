@@ -148,7 +148,7 @@ class Trainer:
     def _load_tokenizer(self):
         from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(self.args.pretrained)
+        tokenizer = AutoTokenizer.from_pretrained(self.args.pretrained, trust_remote_code=False)
         if self.data.chat_template and tokenizer.chat_template != self.data.chat_template:
             # Saved into every modeling/ dir, so chat and inference render turns exactly as SFT data did.
             if tokenizer.chat_template:

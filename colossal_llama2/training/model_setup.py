@@ -97,7 +97,7 @@ def build_model(args: argparse.Namespace, config, patches: ModelPatches, device:
         with torch.device(device):
             model = AutoModelForCausalLM.from_config(config, attn_implementation=attn, torch_dtype=torch.float32)
     else:
-        model = AutoModelForCausalLM.from_pretrained(args.pretrained, attn_implementation=attn,
+        model = AutoModelForCausalLM.from_pretrained(args.pretrained, attn_implementation=attn, trust_remote_code=False,
                                                      torch_dtype=torch.float32)
     if patches.grad_checkpoint:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

@@ -12,6 +12,7 @@ import torch
 
 from ..dataset.loader import TokenizedDataset, load_tokenized_dataset
 from ..utils.errors import UserInputError
+from ..utils.remote_code import refuse_remote_code
 from ..utils.logging import get_logger
 from .checkpoint import directory as ckpt
 from .kernels.fp8 import check_fp8
@@ -112,14 +113,15 @@ def _load_model_config(args: argparse.Namespace):
     pretrained = Path(args.pretrained)
     if not (pretrained / "config.json").is_file():
         raise UserInputError(f"{pretrained} is not a Hugging Face model dir (no config.json)", where="--pretrained")
-    return AutoConfig.from_pretrained(str(pretrained))
+    refuse_remote_code(pretrained, "--pretrained")
+    return AutoConfig.from_pretrained(str(pretrained), trust_remote_code=False)
 
 
 def _check_tokenizer_fits(pretrained: str, config):
     """The model dir's tokenizer, refused when it has more tokens than the model has embedding rows."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(pretrained))
+    tokenizer = AutoTokenizer.from_pretrained(str(pretrained), trust_remote_code=False)
     if len(tokenizer) > config.vocab_size:
         raise UserInputError(f"the tokenizer in {pretrained} has {len(tokenizer)} tokens but the model only "
                              f"{config.vocab_size} embedding rows (tokenizer/model mismatch: was the model grown "

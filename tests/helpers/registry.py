@@ -33,6 +33,12 @@ NPM_TOKENIZERS = {
     "gemma2": ("3.7.2", "d9271e3faefc0e5ce39abe8ca0bfd0f028808e04f6ebe6b7f0454c0f2af94876"),
     # MiniCPM-V 4.5: a Qwen3 language model with Qwen3's chat template (reasoning, the last turn's <think>)
     "minicpm_v4_5": ("3.7.2", "9a67381da56991bdc2bcf3a8414eb165f505279ba5117553acf94ca151448b81"),
+    # Mistral-Nemo: byte-level BPE (tekken); its template moves the system message into the last user turn
+    "mistral_nemo": ("3.7.2", "ea8db1c999d5af8dd98943348a16e23d6b5d28629992eecbf4bc64c506b2a7b2"),
+    # Qwen2.5: ChatML, a default system message when a conversation has none
+    "qwen2_5": ("3.7.2", "8660a69e6ee365481a3cb5a2d7d46d09609ee6195d1cfbbeb5e08de6248ece65"),
+    # InternLM2: its tokenizer_config names a tokenizer class that exists only as remote code (auto_map)
+    "internlm2": ("3.7.2", "3a1115db22e3e677efae56d0993ce60d13e0c094f67d362c7720d4e7c6ee6c34"),
 }
 TEMPLATE_FILES = {"gptoss": "openai-gpt-oss-120b.jinja"}
 # MiniCPM-V's config names a tokenizer class of its own (remote code, which this project never runs); its
