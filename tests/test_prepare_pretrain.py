@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -10,7 +12,7 @@ import pytest
 from colossal_llama2.dataset.prepare import Options, prepare
 from colossal_llama2.dataset.schema import FORMAT, IGNORE_INDEX, META_FILE, SUMMARY_FILE, part_name
 from colossal_llama2.utils.errors import UserInputError
-from tests.helpers.distributed import run_script
+from tests.helpers.distributed import REPO_ROOT, run_script
 
 MAX_LEN = 256
 BINS = 3
@@ -288,3 +290,20 @@ def test_flag_errors(tmp_path, tiny_tokenizer_dir, corpus):
     with pytest.raises(UserInputError, match="--max_length"):
         prepare(options(tmp_path, tiny_tokenizer_dir, corpus[0], max_length=1))
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("script", ["prepare_pretrain_dataset.py", "prepare_sft_dataset.py"])
+def test_workers_fork_without_the_tokenizers_warning(tmp_path, script):
+    """With 2 workers and TOKENIZERS_PARALLELISM unset (as in a user's shell), the output has no "The current process
+    just got forked, after parallelism has already been used" paragraph per worker."""
+    from tests.helpers.distributed import test_env
+    from tests.helpers.registry import tokenizer_dir
+
+    demo = REPO_ROOT / "examples" / "demo_data" / ("pretrain" if script.startswith("prepare_pretrain") else "sft")
+    env = test_env()
+    env.pop("TOKENIZERS_PARALLELISM")
+    proc = subprocess.run([sys.executable, REPO_ROOT / script, "--data_input_dirs", demo, "--tokenizer_dir",
+                           tokenizer_dir("llama3_1"), "--data_arrow_output_dir", tmp_path / "arrow", "--max_length",
+                           "512", "--num_proc", "2"], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "huggingface/tokenizers" not in proc.stdout + proc.stderr

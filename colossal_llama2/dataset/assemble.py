@@ -9,7 +9,6 @@ into the cache under a temporary name and renamed, with a small result file, so 
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
 import shutil
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from .bins import assign_parts
 from .mixing import category_rng
 from .schema import IGNORE_INDEX, part_name
 from .unit_work import SALT_BINS, SALT_ROWS, UnitResult
+from .workers import can_fork, fork_pool
 from .writer import IntListFormatter, PartArrays, PartWriter
 
 ROWS_PER_BATCH = 1024
@@ -129,8 +129,8 @@ def _gather(job: PartJob, units: list[UnitResult], r0: int, r1: int) -> PartArra
 
 def write_parts(jobs: list[PartJob], num_proc: int):
     """Yield ``write_part`` of each job in order, ``num_proc`` parts at a time (fork: nothing large is sent)."""
-    if num_proc <= 1 or len(jobs) <= 1 or "fork" not in mp.get_all_start_methods():
+    if num_proc <= 1 or len(jobs) <= 1 or not can_fork():
         yield from map(write_part, jobs)
         return
-    with mp.get_context("fork").Pool(min(num_proc, len(jobs))) as pool:
+    with fork_pool(min(num_proc, len(jobs))) as pool:
         yield from pool.imap(write_part, jobs, chunksize=1)

@@ -14,7 +14,6 @@ import gc
 import hashlib
 import json
 import math
-import multiprocessing as mp
 import os
 import shutil
 import time
@@ -27,9 +26,9 @@ from typing import Sequence
 from ..tokenizer.identity import tokenizer_digest
 from ..utils.cli import add_config_flag, parse_with_config
 from ..utils.errors import UserInputError
-from ..utils.remote_code import refuse_remote_code
 from ..utils.fs import atomic_directory, atomic_write_text, check_output_dir
 from ..utils.logging import get_logger
+from ..utils.remote_code import refuse_remote_code
 from . import chat_templates, conversation
 from .assemble import PartJob, plan_parts, write_parts
 from .boundaries import document_boundaries
@@ -41,6 +40,7 @@ from .sources import as_jsonl
 from .splice import fill_rate
 from .unit_work import UnitJob, UnitResult, process_unit, unit_dir, validate_unit
 from .units import plan_units
+from .workers import can_fork, fork_pool
 
 logger = get_logger(__name__)
 
@@ -348,19 +348,15 @@ def _run_units(task, units: list, num_proc: int, desc: str) -> None:
     _TASK = task
     try:
         with _progress_bar(sum(u.size for u in units), desc, "B", unit_scale=True) as bar:
-            if num_proc <= 1 or len(units) == 1 or "fork" not in mp.get_all_start_methods():
+            if num_proc <= 1 or len(units) == 1 or not can_fork():
                 for unit in units:
                     bar.update(task(unit))
             else:
-                with mp.get_context("fork").Pool(min(num_proc, len(units)), initializer=_quiet_worker) as pool:
+                with fork_pool(min(num_proc, len(units))) as pool:
                     for size in pool.imap(_unit_task, units, chunksize=1):
                         bar.update(size)
     finally:
         _TASK = None
-
-
-def _quiet_worker() -> None:
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one thread per worker: the workers are the parallelism
 
 
 def _merge_category_stats(results: list) -> dict:
