@@ -14,3 +14,10 @@ import os
 # Hub whenever from_pretrained loads a model for a GPU: code fetched at run time (this project runs no remote code)
 # that also fails on offline clusters. Off unless the user turns it on (USE_HUB_KERNELS=YES).
 os.environ.setdefault("USE_HUB_KERNELS", "NO")
+
+import warnings
+
+# colossalai warns at import, on every rank, about optional extras for features this toolkit does not turn on:
+# TensorNVMe for asynchronous checkpoint saving and apex for its shardformer's fused RMSNorm.
+for _extra in ("Please install the latest tensornvme", "Please install apex from source"):
+    warnings.filterwarnings("ignore", message=_extra, category=UserWarning)
