@@ -164,12 +164,11 @@ def template_record_parser(tokenizer, template: str):
     def parse(value: Any) -> Record:
         if not isinstance(value, dict):
             raise BadRecord(f"a record must be a JSON object, got {type(value).__name__}")
-        if "messages" not in value:
-            raise BadRecord("missing field 'messages'")
-        conversation.parse_messages(value["messages"])  # roles and contents valid, in order
+        raw = conversation.record_messages(value)
+        conversation.parse_messages(raw)  # roles and contents valid, in order
         category = (require_str(value, "category", allow_empty=False) if "category" in value
                     else conversation.DEFAULT_CATEGORY)
-        messages = template_messages(value["messages"])
+        messages = template_messages(raw)
         try:
             turns = renderer.turns(messages)
         except BadRecord:

@@ -102,15 +102,57 @@ def parse_messages(messages: Any) -> tuple[str | None, list[tuple[str, str]]]:
     return system, list(zip(contents[0::2], contents[1::2]))
 
 
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
+FORMATS_EXPECTED = ("missing field 'messages' (or ShareGPT's 'conversations', or Alpaca's 'instruction' and "
+                    "'output')")
+
+
+def record_messages(value: dict) -> list:
+    """A record's conversation as a ``messages`` list, from any of the SFT formats in common use:
+
+    * ``{"messages": [{"role"|"from": ..., "content": ...}, ...]}`` (OpenAI's and this project's);
+    * ShareGPT: ``{"conversations": [{"from": "human"|"gpt"|"system", "value": ...}, ...], "system"?: ...}``;
+    * Alpaca: ``{"instruction": ..., "input"?: ..., "output": ..., "system"?: ..., "history"?: [[q, a], ...]}``,
+      the user turn being the instruction, a newline and the input (LLaMA-Factory's reading).
+    Shapes are checked here; roles, order and contents by ``parse_messages``.
+    """
+    if "messages" in value:
+        return value["messages"]
+    system = [{"role": "system", "content": value["system"]}] if value.get("system") is not None else []
+    if "conversations" in value:
+        turns = value["conversations"]
+        if not isinstance(turns, list) or not all(isinstance(t, dict) for t in turns):
+            raise BadRecord("field 'conversations' must be a list of JSON objects")
+        for i, turn in enumerate(turns):
+            if turn.get("from") not in SHAREGPT_ROLES:
+                raise BadRecord(f"unknown role conversations[{i}].from={turn.get('from')!r} (expected one of "
+                                f"{', '.join(SHAREGPT_ROLES)})")
+            if "value" not in turn:
+                raise BadRecord(f"missing field 'conversations[{i}].value'")
+        return system + [{"role": SHAREGPT_ROLES[t["from"]], "content": t["value"]} for t in turns]
+    if "instruction" in value and "output" in value:
+        history = value.get("history") or []
+        if not isinstance(history, list) or not all(isinstance(h, list) and len(h) == 2 for h in history):
+            raise BadRecord("field 'history' must be a list of [question, answer] pairs")
+        question = require_str(value, "instruction")
+        extra = value.get("input") or ""
+        if not isinstance(extra, str):
+            raise BadRecord(f"field 'input' must be a string, got {type(extra).__name__}")
+        messages = list(system)
+        for q, a in history:
+            messages += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+        return messages + [{"role": "user", "content": f"{question}\n{extra}" if extra else question},
+                           {"role": "assistant", "content": value["output"]}]
+    raise BadRecord(FORMATS_EXPECTED)
+
+
 def sft_record_parser(bos_token: str, eos_token: str):
-    """Return ``parse(json_value) -> Record`` for SFT records ``{"messages": [...], "category"?: str}``."""
+    """Return ``parse(json_value) -> Record`` for SFT records (``record_messages``'s formats, "category"?: str)."""
 
     def parse(value: Any) -> Record:
         if not isinstance(value, dict):
             raise BadRecord(f"a record must be a JSON object, got {type(value).__name__}")
-        if "messages" not in value:
-            raise BadRecord("missing field 'messages'")
-        system, pairs = parse_messages(value["messages"])
+        system, pairs = parse_messages(record_messages(value))
         category = require_str(value, "category", allow_empty=False) if "category" in value else DEFAULT_CATEGORY
         return Record(category, conversation_turns(system, pairs, bos_token, eos_token))
 

@@ -56,7 +56,7 @@ def default_num_proc() -> int:
 
 def build_arg_parser(kind: str) -> argparse.ArgumentParser:
     what = "pretraining records {source, target, category}" if kind == "pretrain" else \
-        "SFT conversations {messages: [{from, content}, ...], category?}"
+        "SFT conversations ({messages: [{role, content}, ...]}, ShareGPT or Alpaca records; category?)"
     p = argparse.ArgumentParser(description=f"Tokenize jsonl {what} into a category-binned Arrow dataset "
                                             "for train.py. See docs/data_preparation.md.")
     p.add_argument("--data_input_dirs", required=True,
