@@ -86,21 +86,33 @@ def internlm2_model(tmp_path_factory):
     return model
 
 
-@pytest.mark.parametrize("stage", ["init_model", "train", "plan", "inference"])
-def test_every_stage_refuses_a_model_that_needs_its_own_code(tmp_path, internlm2_model, stage):
-    commands = {
-        "init_model": (["-m", "colossal_llama2", "init-model", "--source_model_and_tokenizer_path", internlm2_model,
-                        "--target_tokenizer_path", tokenizer_dir("llama3_1"), "--target_model_path", tmp_path / "out"],
+def test_train_py_refuses_a_model_that_needs_its_own_code(tmp_path, internlm2_model):
+    proc = run_script([REPO_ROOT / "train.py", "--pretrained", internlm2_model, "--dataset", tmp_path / "none",
+                       "--plugin", "ddp", "--save_dir", tmp_path / "ckpt"], timeout=300)
+    assert "'internlm2'" in _one_error_line(proc, "--pretrained", "config.json")
+    assert not (tmp_path / "ckpt").exists()
+
+
+@pytest.mark.parametrize("stage", ["init_model", "plan", "inference"])
+def test_every_other_stage_refuses_it_too(tmp_path, internlm2_model, stage):
+    from colossal_llama2.inference import generate_main
+    from colossal_llama2.model.init_model import main as init_model_main
+    from colossal_llama2.plan import main as plan_main
+    from colossal_llama2.utils.errors import UserInputError
+
+    main, argv, where = {
+        "init_model": (init_model_main, ["--source_model_and_tokenizer_path", internlm2_model, "--target_tokenizer_path",
+                                         tokenizer_dir("llama3_1"), "--target_model_path", tmp_path / "out"],
                        "--source_model_and_tokenizer_path"),
-        "train": ([REPO_ROOT / "train.py", "--pretrained", internlm2_model, "--dataset", tmp_path / "none",
-                   "--plugin", "ddp", "--save_dir", tmp_path / "ckpt"], "--pretrained"),
-        "plan": (["-m", "colossal_llama2", "plan", "--pretrained", internlm2_model], "--pretrained"),
-        "inference": ([REPO_ROOT / "inference_example.py", "--model_path", internlm2_model, "--device", "cpu",
-                       "--input_txt", "Hi"], "--model_path"),
-    }
-    args, where = commands[stage]
-    line = _one_error_line(run_script(args, timeout=300), where, "config.json")
-    assert "'internlm2'" in line
+        "plan": (plan_main, ["--pretrained", internlm2_model, "--gpu_memory_gib", "80"], "--pretrained"),
+        "inference": (generate_main, ["--model_path", internlm2_model, "--device", "cpu", "--input_txt", "Hi"],
+                      "--model_path"),
+    }[stage]
+    with pytest.raises(UserInputError) as err:
+        main([str(a) for a in argv])
+    assert err.value.where == where and str(err.value).startswith(f"{where}: {internlm2_model / 'config.json'}: ")
+    assert "'internlm2'" in str(err.value) and "never runs a model's own code" in str(err.value)
+    assert not (tmp_path / "out").exists()
 
 
 def test_auto_map_beside_a_built_in_class_is_accepted(tmp_path):
