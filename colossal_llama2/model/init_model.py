@@ -100,7 +100,7 @@ def _check_dirs(source_path: str | Path, target_tokenizer_path: str | Path, targ
     if not (source_path / "config.json").is_file():
         raise UserInputError(f"{source_path} has no config.json (not a Hugging Face model dir)",
                              where="--source_model_and_tokenizer_path")
-    refuse_remote_code(source_path, "--source_model_and_tokenizer_path")
+    refuse_remote_code(source_path, "--source_model_and_tokenizer_path", tokenizer=False)  # tokenizer: tokenizer_kind
     target_kind = hf_files.tokenizer_kind(target_tokenizer_path, "--target_tokenizer_path")
     if target_kind != kind:
         raise UserInputError(f"is a {target_kind} tokenizer but the source's is {kind}: it does not extend the "

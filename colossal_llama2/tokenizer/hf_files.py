@@ -31,7 +31,7 @@ def tokenizer_kind(path: str | Path, flag: str) -> str:
     path = Path(path)
     if not path.is_dir():
         raise UserInputError(f"{path} is not a directory", where=flag)
-    refuse_remote_code(path, flag)
+    refuse_remote_code(path, flag, model=False)  # the model, where a stage needs one, is checked by that stage
     if (path / SP_MODEL_FILE).is_file():
         check_tokenizer_dir(path, flag)
         return SENTENCEPIECE
